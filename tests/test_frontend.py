@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from conftest import TINY_CASES, TINY_GOLDEN
+from hear_edge import compute_features
+from hear_edge.errors import AudioTooShortError, InvalidAudioError
+from hear_edge.frontend import LogMelFrontend, mel_filterbank
+
+FEATURE_BOUND = 1e-3
+
+
+@pytest.mark.parametrize("case", TINY_CASES)
+def test_features_match_official_preprocessor(case):
+    golden = np.load(TINY_GOLDEN / f"{case}.npz")
+    log_mel, power = compute_features(golden["wav"])
+    assert log_mel.dtype == np.float32 and power.dtype == np.float32
+    assert log_mel.shape == golden["log_mel"].shape and power.shape == golden["power_spectrum"].shape
+    assert log_mel.shape[1] == int(golden["num_frames"])
+    assert np.abs(log_mel - golden["log_mel"]).max() <= FEATURE_BOUND
+    assert np.abs(power - golden["power_spectrum"]).max() <= FEATURE_BOUND
+
+
+def test_full_size_features(full_golden):
+    golden = np.load(full_golden / "clip_10s.npz")
+    log_mel, power = compute_features(golden["wav"])
+    assert np.abs(log_mel - golden["log_mel"]).max() <= FEATURE_BOUND
+    assert np.abs(power - golden["power_spectrum"]).max() <= FEATURE_BOUND
+
+
+def test_mel_filterbank_equals_the_checkpoint_buffer():
+    torch = pytest.importorskip("torch")
+    state = torch.load(TINY_GOLDEN / "state_dict.pt", weights_only=True)
+    official = state["preprocessor.mel_spectrogram.mel_scale.fb"].numpy()
+    assert np.abs(mel_filterbank(16000, 1024, 128) - official).max() <= 1e-4
+
+
+def test_frame_count_and_mono_equivalence():
+    rng = np.random.default_rng(0)
+    wav = rng.uniform(-0.5, 0.5, 16000 + 77).astype(np.float32)
+    log_mel, power = compute_features(wav)
+    assert log_mel.shape == (128, (16000 + 77) // 160 + 1) and power.shape == (513, log_mel.shape[1])
+    log_mel_2d, _ = compute_features(wav[None, :])
+    np.testing.assert_array_equal(log_mel, log_mel_2d)
+
+
+def test_float64_input_is_accepted():
+    wav = np.random.default_rng(1).uniform(-0.5, 0.5, 8000)
+    log_mel64, _ = compute_features(wav)
+    log_mel32, _ = compute_features(wav.astype(np.float32))
+    assert np.abs(log_mel64 - log_mel32).max() < 1e-3
+
+
+@pytest.mark.parametrize("wav, sample_rate, message", [
+    (np.zeros(0, np.float32), 16000, r"empty"),
+    (np.zeros((2, 0), np.float32), 16000, r"empty"),
+    (np.array([0.1, np.nan] * 1000, np.float32), 16000, r"1000 sample\(s\) are NaN or infinite"),
+    (np.array([0.1, np.inf] * 1000, np.float32), 16000, r"NaN or infinite"),
+    (np.zeros(16000, np.int16), 16000, r"expected float32 or float64.*got dtype int16.*/ 32768"),
+    (np.zeros(16000, np.int32), 16000, r"got dtype int32"),
+    (np.zeros(16000, np.float32), 44100, r"expected 16000 Hz audio, got sample_rate=44100.*Resample"),
+    (np.zeros((1, 1, 16000), np.float32), 16000, r"expected shape \(samples,\) or \(channels, samples\)"),
+    (np.zeros((16000, 2), np.float32), 16000, r"more channels than samples.*waveform\.T"),
+    ([0.0] * 16000, 16000, r"expected a numpy array, got list"),
+])
+def test_bad_input_raises_a_clear_error(wav, sample_rate, message):
+    with pytest.raises(InvalidAudioError, match=message):
+        compute_features(wav, sample_rate)
+
+
+def test_too_short_audio_raises():
+    with pytest.raises(AudioTooShortError, match=r"has 512 samples; the frontend needs at least 513"):
+        compute_features(np.zeros(512, np.float32))
+    assert LogMelFrontend().min_samples == 513
+    compute_features(np.random.default_rng(0).uniform(-1, 1, 513).astype(np.float32))

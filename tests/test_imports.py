@@ -1,0 +1,34 @@
+import subprocess
+import sys
+
+BLOCK_TORCH = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'tensorflow'):
+            raise ImportError('blocked by test: ' + name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_package_and_frontend_import_no_torch():
+    result = _run("import sys, hear_edge, hear_edge.frontend, hear_edge.windows, hear_edge.config\n"
+                  "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorflow')))")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_frontend_runs_where_torch_cannot_be_imported():
+    result = _run(BLOCK_TORCH + "import numpy as np\nfrom hear_edge import compute_features\n"
+                  "m, p = compute_features(np.zeros(16000, np.float32) + 0.1)\nprint(m.shape, p.shape)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(128, 101) (513, 101)"
+
+
+def test_the_blocker_really_blocks():
+    result = _run(BLOCK_TORCH + "import torch")
+    assert result.returncode != 0 and "blocked by test" in result.stderr
