@@ -2,6 +2,7 @@
 
 import logging
 
+from .classifier import Category, ClassificationResult, Embeddings, HearEdge
 from .errors import HearEdgeError
 from .frontend import compute_features
 
@@ -9,4 +10,5 @@ __version__ = "0.1.0"
 
 logging.getLogger("hear_edge").addHandler(logging.NullHandler())
 
-__all__ = ["HearEdgeError", "compute_features", "__version__"]
+__all__ = ["HearEdge", "ClassificationResult", "Category", "Embeddings", "HearEdgeError",
+           "compute_features", "__version__"]

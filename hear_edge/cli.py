@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from pathlib import Path
 
 from .errors import HearEdgeError
 
@@ -24,6 +26,154 @@ def _golden(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from hear_edge.export import export_bundle
+
+    manifest = export_bundle(args.checkpoint, args.output, config=args.config, labels=args.labels,
+                             formats=args.format or ("onnx", "tflite"),
+                             precisions=args.precision or ("fp32", "int8"),
+                             calibration=args.calibration, name=args.name, version=args.model_version,
+                             force=args.force, overwrite=args.overwrite)
+    print(parity_table(manifest))
+    print(f"wrote {args.output}" + ("" if manifest.parity["passed"] else " (FAILED its parity gate: --force)"))
+    return 0
+
+
+def parity_table(manifest) -> str:
+    lines = ["| graphs | max abs logit diff vs PyTorch | acoustic cosine (min) | top-1 agreement | gate |",
+             "|---|---|---|---|---|"]
+    for variant, r in manifest.parity.get("results", {}).items():
+        gates = ", ".join(f"{k} {v}" for k, v in r["gates"].items())
+        lines.append(f"| {variant} | {r['max_abs_logit_diff']:.2e} | {r['acoustic_cosine_min']:.6f} | "
+                     f"{r['top1_agreement']:.3f} ({r['agreement_measured_on']}) | "
+                     f"{'passed' if r['passed'] else 'FAILED'}: {gates} |")
+    return "\n".join(lines)
+
+
+def _load_model(args):
+    from .classifier import HearEdge
+
+    return HearEdge.load(args.bundle, backend=args.backend, precision=args.precision, num_threads=args.threads)
+
+
+def _result_dict(result) -> dict:
+    data = {"start_s": round(result.start_s, 3), "end_s": round(result.end_s, 3),
+            "categories": [{"label": c.label, "score": round(c.score, 6)} for c in result.categories]}
+    if result.segments:
+        data["segments"] = [_result_dict(s) for s in result.segments]
+    return data
+
+
+def _categories_text(result) -> str:
+    return ", ".join(f"{c.label} {c.score:.3f}" for c in result.categories)
+
+
+def _classify(args: argparse.Namespace) -> int:
+    model = _load_model(args)
+    for path in args.files:
+        result = model.classify(path, max_results=args.top_k)
+        if args.json:
+            print(json.dumps({"file": path, **_result_dict(result),
+                              "timings_ms": {k: round(v, 1) for k, v in result.timings_ms.items()}}))
+        else:
+            print(f"{path}: {_categories_text(result)}")
+            for segment in result.segments:
+                print(f"  {segment.start_s:7.2f}-{segment.end_s:7.2f} s: {_categories_text(segment)}")
+    return 0
+
+
+def _stream(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    model = _load_model(args)
+    stream = model.create_stream(hop_seconds=args.hop, context_seconds=args.context, max_results=args.top_k)
+
+    def show(results):
+        for r in results:
+            print(f"{r.start_s:7.2f}-{r.end_s:7.2f} s: {_categories_text(r)}", flush=True)
+
+    if args.mic:
+        try:
+            import sounddevice
+        except ImportError:
+            raise HearEdgeError("--mic needs the sounddevice package: pip install sounddevice") from None
+        rate = int(sounddevice.query_devices(kind="input")["default_samplerate"])
+        with sounddevice.InputStream(samplerate=rate, channels=1, dtype="float32") as mic:
+            print(f"listening at {rate} Hz; Ctrl-C to stop", file=sys.stderr)
+            try:
+                while True:
+                    block, _ = mic.read(rate // 10)
+                    show(stream.accept_waveform(block, rate))
+            except KeyboardInterrupt:
+                pass
+        show(stream.flush())
+        return 0
+    if not args.file:
+        raise HearEdgeError("give an audio FILE to stream, or --mic.")
+    import soundfile
+
+    from .audio import read_audio
+
+    read_audio(args.file) if not Path(args.file).is_file() else None
+    with soundfile.SoundFile(args.file) as handle:
+        rate, block_frames = handle.samplerate, max(1, handle.samplerate // 10)
+        started = time.perf_counter()
+        sent = 0
+        for block in handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
+            if args.realtime:
+                time.sleep(max(0.0, sent / rate - (time.perf_counter() - started)))
+            show(stream.accept_waveform(block, rate))
+            sent += len(block)
+    show(stream.flush())
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    model = _load_model(args)
+    embeddings = model.embed(args.file)
+    if args.output:
+        np.savez(args.output, scene=embeddings.scene, frames=embeddings.frames,
+                 frame_times_s=embeddings.frame_times_s)
+        print(f"wrote {args.output}")
+    print(f"scene embedding: {embeddings.scene.shape[0]} values; frame embeddings: "
+          f"{embeddings.frames.shape[0]} x {embeddings.frames.shape[1]} (50 per second)")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .bundle import read_manifest
+    from .classifier import default_bundle_path
+
+    bundle = Path(args.bundle) if args.bundle else default_bundle_path()
+    manifest = read_manifest(bundle)
+    print(f"{manifest.model_name} version {manifest.model_version} ({bundle})")
+    if manifest.description:
+        print(manifest.description)
+    print(f"labels ({len(manifest.labels)}): {', '.join(manifest.labels)}")
+    print(f"input: {manifest.sample_rate_hz} Hz; windows of {manifest.window_frames} frames "
+          f"({manifest.window_frames / 50:g} s), overlap {manifest.overlap_frames}; "
+          f"clips over {manifest.max_task_frames / 50:g} s are segmented")
+    print("| graph | format | precision | size MB | sha256 |")
+    print("|---|---|---|---|---|")
+    for g in manifest.graphs:
+        print(f"| {g.role} | {g.format} | {g.precision} | {g.bytes / 1e6:.1f} | {g.sha256[:12]} |")
+    print(parity_table(manifest))
+    print(f"parity gate: {'passed' if manifest.parity.get('passed') else 'FAILED'}")
+    return 0
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", help="bundle folder (default: the bundle shipped with hear-edge)")
+    parser.add_argument("--backend", default="auto", choices=["auto", "onnx", "litert"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
+    parser.add_argument("--threads", type=int, default=1, help="backend threads (default 1)")
+    parser.add_argument("--top-k", type=int, default=3, help="categories to show (default 3)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hear-edge", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -34,13 +184,57 @@ def build_parser() -> argparse.ArgumentParser:
     golden.add_argument("golden_dir", help="folder with state_dict.pt, config.json, cases.json, *.npz")
     golden.add_argument("--no-config", action="store_true", help="infer every size from the tensors")
     golden.set_defaults(run=_golden)
+
+    export = commands.add_parser("export", help="export a checkpoint into a parity-checked bundle "
+                                                "(needs hear-edge[export])")
+    export.add_argument("checkpoint", help="a full HEAR.state_dict() saved with torch.save")
+    export.add_argument("-o", "--output", required=True, help="bundle folder to write, NAME.hearedge")
+    export.add_argument("--config", help="official config.json (default: sizes read from the tensors)")
+    export.add_argument("--labels", required=True, help="labels file: one per line, or a JSON list")
+    export.add_argument("--format", action="append", choices=["onnx", "tflite"],
+                        help="repeat for several (default: both)")
+    export.add_argument("--precision", action="append", choices=["fp32", "int8"],
+                        help="repeat for several (default: both)")
+    export.add_argument("--calibration", help="folder of real audio for the parity gate")
+    export.add_argument("--name", help="model name for the manifest (default: the folder's stem)")
+    export.add_argument("--model-version", default="1", help="model version for the manifest")
+    export.add_argument("--force", action="store_true", help="write a bundle that misses its parity gate, "
+                                                             "marked as failed")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    export.set_defaults(run=_export, default_verbose=True)
+
+    classify = commands.add_parser("classify", help="classify audio files")
+    classify.add_argument("files", nargs="+", metavar="FILE")
+    _add_model_options(classify)
+    classify.add_argument("--json", action="store_true", help="one JSON object per file")
+    classify.set_defaults(run=_classify)
+
+    stream = commands.add_parser("stream", help="classify a file (or the microphone) as a stream")
+    stream.add_argument("file", nargs="?", metavar="FILE")
+    _add_model_options(stream)
+    stream.add_argument("--hop", type=float, default=1.0, help="seconds between results (default 1)")
+    stream.add_argument("--context", type=float, default=6.0, help="seconds each result covers (default 6)")
+    stream.add_argument("--realtime", action="store_true", help="feed the file at its real-time pace")
+    stream.add_argument("--mic", action="store_true", help="listen to the default microphone (sounddevice)")
+    stream.set_defaults(run=_stream)
+
+    embed = commands.add_parser("embed", help="scene and frame embeddings of a file")
+    embed.add_argument("file", metavar="FILE")
+    _add_model_options(embed)
+    embed.add_argument("-o", "--output", help="write scene, frames, frame_times_s to this .npz")
+    embed.set_defaults(run=_embed)
+
+    info = commands.add_parser("info", help="labels, graphs, sizes and parity figures of a bundle")
+    info.add_argument("bundle", nargs="?", help="bundle folder (default: the shipped one)")
+    info.set_defaults(run=_info)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(name)s: %(message)s")
+    verbose = args.verbose or getattr(args, "default_verbose", False)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("hear_edge").setLevel(logging.INFO if verbose else logging.WARNING)
     try:
         return args.run(args)
     except HearEdgeError as error:

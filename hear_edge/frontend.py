@@ -69,25 +69,41 @@ class LogMelFrontend:
     def num_frames(self, num_samples: int) -> int:
         return num_samples // self.params.hop_samples + 1
 
-    def power_frames(self, padded: np.ndarray, first_frame: int, num_frames: int) -> np.ndarray:
-        """Power spectra (num_frames, n_fft // 2 + 1) of frames of an already reflect-padded signal."""
-        p = self.params
+    @cached_property
+    def window_spectrum(self) -> np.ndarray:
+        """Spectrum of a constant 1 through the window: what a DC offset adds to every frame."""
+        return np.fft.rfft(self.window, n=self.params.n_fft)
+
+    def spectra(self, padded: np.ndarray, first_frame: int, num_frames: int) -> np.ndarray:
+        """Complex spectra (num_frames, n_fft // 2 + 1) of frames of an already reflect-padded signal."""
         # Only the window's 400 samples are non-zero inside the 1024-sample frame; moving them to the
         # frame's start changes the FFT's phase, not its power.
-        start = first_frame * p.hop_samples + (p.n_fft - p.window_samples) // 2
+        p = self.params
+        return self.window_spectra(padded, first_frame * p.hop_samples + (p.n_fft - p.window_samples) // 2,
+                                   num_frames)
+
+    def window_spectra(self, signal: np.ndarray, first_sample: int, num_frames: int) -> np.ndarray:
+        """Spectra of `num_frames` windows of `signal`, the first starting at `first_sample`, one hop apart."""
+        p = self.params
         frames = np.lib.stride_tricks.as_strided(
-            padded[start:], shape=(num_frames, p.window_samples),
-            strides=(p.hop_samples * padded.strides[0], padded.strides[0]), writeable=False)
-        spectrum = np.fft.rfft(frames * self.window, n=p.n_fft, axis=-1)
-        return spectrum.real ** 2 + spectrum.imag ** 2
+            signal[first_sample:], shape=(num_frames, p.window_samples),
+            strides=(p.hop_samples * signal.strides[0], signal.strides[0]), writeable=False)
+        return np.fft.rfft(frames * self.window, n=p.n_fft, axis=-1)
+
+    def log_features_from_spectra(self, spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        power = spectra.real ** 2 + spectra.imag ** 2
+        offset = self.params.log_offset
+        return np.log(power @ self.mel_filters + offset), np.log(power + offset)
+
+    def features_from_log(self, log_mel: np.ndarray, log_power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-clip normalisation of (frames, bins) logs -> model inputs (bins, frames) float32."""
+        return (self.normalize(log_mel).T.astype(np.float32),
+                self.normalize(log_power).T.astype(np.float32))
 
     def log_features(self, mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unnormalised (log_mel (frames, mels), log_power (frames, bins)) of a mono float64 signal."""
-        pad = self.params.n_fft // 2
-        padded = np.pad(mono, pad, mode="reflect")
-        power = self.power_frames(padded, 0, self.num_frames(mono.shape[0]))
-        offset = self.params.log_offset
-        return np.log(power @ self.mel_filters + offset), np.log(power + offset)
+        padded = np.pad(mono, self.params.n_fft // 2, mode="reflect")
+        return self.log_features_from_spectra(self.spectra(padded, 0, self.num_frames(mono.shape[0])))
 
     def normalize(self, log_spectrum: np.ndarray) -> np.ndarray:
         return (log_spectrum - log_spectrum.mean()) / (log_spectrum.std() + self.params.norm_eps)
@@ -99,9 +115,7 @@ class LogMelFrontend:
                 f"audio has {mono.shape[0]} samples; the frontend needs at least {self.min_samples} "
                 f"({1000 * self.min_samples / self.params.sample_rate_hz:.1f} ms at "
                 f"{self.params.sample_rate_hz} Hz). Pad the clip or pass a longer one.")
-        log_mel, log_power = self.log_features(mono)
-        return (self.normalize(log_mel).T.astype(np.float32),
-                self.normalize(log_power).T.astype(np.float32))
+        return self.features_from_log(*self.log_features(mono))
 
 
 def downmix(waveform: np.ndarray) -> np.ndarray:

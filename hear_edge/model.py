@@ -273,6 +273,10 @@ class SpectrogramMixture(nn.Module):
         frames = hidden.shape[1]
         # Pairs of spectrum frames side by side per bin: [bin0 t0, bin0 t1, bin1 t0, ...], as F.unfold.
         pairs = log_power[..., :2 * frames].unflatten(-1, (frames, 2)).transpose(1, 2).flatten(2)
+        return self.mix_pairs(hidden, pairs)
+
+    def mix_pairs(self, hidden: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """hidden (B, T, H) and spectrum pairs (B, T, 2 * bins) -> (B, T, out_hidden)."""
         spectrum = self.spectrum_linear(pairs) * torch.sigmoid(self.gate_linear(hidden))
         spectrum = self.gelu(self.layer_norm(spectrum))
         return self.mixture(torch.cat([hidden, spectrum], dim=-1))

@@ -1,0 +1,7 @@
+"""Inference backends behind one small interface: onnxruntime and LiteRT, imported lazily."""
+
+from __future__ import annotations
+
+from .base import GraphSession, available_backends, open_graph
+
+__all__ = ["GraphSession", "available_backends", "open_graph"]

@@ -20,3 +20,29 @@ def full_golden() -> Path:
     if not (path / "state_dict.pt").is_file():
         pytest.skip(f"the full-size golden set lives in ../shared ({path}), absent here")
     return path
+
+REAL_AUDIO = REPO_ROOT / "tests" / "data" / "real"
+TINY_LABELS = ["alpha", "beta", "gamma", "delta", "epsilon"]
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """The tiny golden checkpoint exported to every format and precision, gated on the real clips."""
+    pytest.importorskip("torch")
+    from hear_edge.export import export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny.hearedge"
+    export_bundle(TINY_GOLDEN / "state_dict.pt", out, labels=TINY_LABELS, calibration=REAL_AUDIO)
+    return out
+
+
+@pytest.fixture(scope="session")
+def full_bundle(tmp_path_factory, full_golden) -> Path:
+    pytest.importorskip("torch")
+    from hear_edge.export import export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "full.hearedge"
+    # force: random weights leave near-tied logits, which int8 noise may flip (the gate records it).
+    export_bundle(full_golden / "state_dict.pt", out, config=full_golden / "config.json",
+                  labels=[f"class_{i}" for i in range(50)], calibration=REAL_AUDIO, force=True)
+    return out

@@ -1,0 +1,154 @@
+"""export_bundle: checkpoint in, verified `NAME.hearedge/` bundle out."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from hear_edge.bundle import FORMATS, PRECISIONS, Manifest, sha256_file
+from hear_edge.errors import HearEdgeError, LabelError
+from hear_edge.frontend import FrontendParams
+from hear_edge.model import load_checkpoint
+
+from .formats import ONNX_OPSET, export_onnx, export_tflite
+from .parity import check_parity, real_clips, synthetic_clips
+
+logger = logging.getLogger("hear_edge")
+
+
+def load_labels(labels) -> list[str]:
+    """Labels from a sequence, a text file (one per line) or a JSON file (a list, or {"labels": [...]})."""
+    if isinstance(labels, (str, Path)):
+        path = Path(labels)
+        if not path.is_file():
+            raise LabelError(f"labels file {path} does not exist.")
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise LabelError(f"labels file {path} is not valid JSON: {error}.") from None
+            labels = data.get("labels") if isinstance(data, dict) else data
+            if not isinstance(labels, list):
+                raise LabelError(f"labels file {path}: expected a JSON list of names or {{\"labels\": [...]}}.")
+        else:
+            labels = [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(labels, str) or not isinstance(labels, Sequence):
+        raise LabelError(f"labels must be a list of names or a file path, got {type(labels).__name__}.")
+    labels = [str(label) for label in labels]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise LabelError(f"labels must be unique; repeated: {duplicates}.")
+    if any(not label.strip() for label in labels):
+        raise LabelError("labels must not be empty strings.")
+    return labels
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for package in ("hear-edge", "torch", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert",
+                    "ai-edge-quantizer", "numpy"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, precisions=PRECISIONS,
+                  calibration=None, name: str | None = None, version: str = "1", description: str = "",
+                  force: bool = False, overwrite: bool = False) -> Manifest:
+    """Export a HEAR checkpoint into a self-describing, parity-checked bundle.
+
+    Args:
+        checkpoint: a checkpoint path (full `HEAR.state_dict()`), as `load_checkpoint` takes.
+        out: the bundle folder to write, conventionally `NAME.hearedge`.
+        config: an official config.json path or dict, or None to infer sizes from the tensors.
+        labels: one name per class, as a list or a text/JSON file; the count must match the head.
+        formats: any of "onnx", "tflite".
+        precisions: any of "fp32", "int8".
+        calibration: a folder of real audio for the parity gate (int8 top-1 agreement is measured
+            on it); synthetic clips are always added.
+        name, version, description: recorded in the manifest (name defaults to the folder's stem).
+        force: write a bundle that misses its parity gate, marked as failed in the manifest.
+        overwrite: replace an existing `out`.
+
+    Returns:
+        The manifest written to `out/manifest.json`, with the parity figures measured.
+
+    Raises:
+        LabelError: labels missing or not matching the head (raised before any export work).
+        ParityError: an exported graph differs from the reference beyond its gate (unless force).
+    """
+    formats, precisions = tuple(formats), tuple(precisions)
+    bad = [f for f in formats if f not in FORMATS] + [p for p in precisions if p not in PRECISIONS]
+    if bad or not formats or not precisions:
+        raise HearEdgeError(f"formats must be some of {FORMATS} and precisions some of {PRECISIONS}; "
+                            f"got formats={formats}, precisions={precisions}.")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise HearEdgeError(f"{out} already exists; choose another path or pass overwrite=True (--overwrite).")
+    model = load_checkpoint(checkpoint, config)
+    num_classes = model.config.classification_decoder.num_classes
+    if labels is None:
+        raise LabelError(f"labels are required: give {num_classes} names, one per class of the head.")
+    labels = load_labels(labels)
+    if len(labels) != num_classes:
+        raise LabelError(f"{len(labels)} labels given but the checkpoint's head has {num_classes} classes; "
+                         f"give exactly one label per class, in the head's order.")
+    clips = synthetic_clips() + (real_clips(calibration) if calibration is not None else [])
+
+    started = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        graphs = []
+        if "onnx" in formats:
+            graphs += export_onnx(model, staging, precisions)
+        if "tflite" in formats:
+            graphs += export_tflite(model, staging, precisions)
+        config_dict = model.config
+        manifest = Manifest(
+            model_name=name or out.name.removesuffix(".hearedge"),
+            model_version=str(version),
+            description=description,
+            labels=labels,
+            frontend=FrontendParams(),
+            window_frames=config_dict.acoustic_model.max_length,
+            overlap_frames=config_dict.acoustic_model.overlap,
+            acoustic_hidden_size=config_dict.acoustic_model.hidden_size,
+            task_hidden_size=config_dict.task_model.hidden_size,
+            max_task_frames=config_dict.task_model.max_length,
+            graphs=graphs,
+            provenance={
+                "checkpoint_sha256": sha256_file(checkpoint) if isinstance(checkpoint, (str, Path)) else None,
+                "config": config_dict.to_dict(),
+                "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "versions": _versions(),
+                "onnx_opset": ONNX_OPSET,
+                "int8": {"onnx": "quantize_dynamic QUInt8 weights per channel, dynamic uint8 activations",
+                         "tflite": "ai-edge-quantizer dynamic_wi8_afp32"},
+            },
+        )
+        manifest.write(staging)
+        manifest.parity = {"clips": [{"name": c.name, "seconds": c.waveform.shape[1] / 16000, "real": c.real}
+                                     for c in clips],
+                           "reference": "hear_edge.model (PyTorch fp32 eager, official preprocessing)",
+                           "results": check_parity(model, staging, manifest, clips, force)}
+        manifest.parity["passed"] = all(r["passed"] for r in manifest.parity["results"].values())
+        manifest.write(staging)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("bundle %s written in %.0f s", out, time.perf_counter() - started)
+    return manifest

@@ -1,0 +1,142 @@
+"""The parity gate: reference model and exported graphs on the same audio, figures and verdicts."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hear_edge.audio import load_input
+from hear_edge.errors import HearEdgeError, ParityError
+from hear_edge.frontend import compute_features
+from hear_edge.inference import InferenceEngine
+
+logger = logging.getLogger("hear_edge")
+
+FP32_MAX_ABS_LOGIT_DIFF = 1e-3
+INT8_MIN_ACOUSTIC_COSINE = 0.99
+INT8_MIN_TOP1_AGREEMENT = 0.99
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif"}
+MAX_CLIP_SAMPLES = 30 * 16000
+
+
+@dataclass
+class ParityClip:
+    name: str
+    waveform: np.ndarray  # (channels, samples) float32 at 16 kHz
+    real: bool
+
+
+def synthetic_clips(seed: int = 0) -> list[ParityClip]:
+    """Tones, a chirp and noise bursts at the lengths that exercise every window path."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    for seconds in (1.0, 6.0, 6.02, 10.0, 17.37):
+        n = int(seconds * 16000)
+        t = np.arange(n) / 16000
+        wave = 0.2 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t)
+        wave += 0.1 * np.sin(2 * np.pi * (200 + 600 * t / seconds) * t)
+        bursts = (rng.uniform(size=n // 1600 + 1) > 0.6).repeat(1600)[:n]
+        wave += 0.1 * rng.standard_normal(n) * bursts
+        clips.append(ParityClip(f"synthetic_{seconds:g}s", wave[None].astype(np.float32), real=False))
+    return clips
+
+
+def real_clips(directory: str | Path, limit: int = 32) -> list[ParityClip]:
+    """Up to `limit` audio files under `directory` (sorted, recursive), resampled, cut at 30 s."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise HearEdgeError(f"calibration folder {directory} does not exist.")
+    clips = []
+    for path in sorted(p for p in directory.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
+        try:
+            waveform = load_input(path)[:, :MAX_CLIP_SAMPLES]
+        except HearEdgeError as error:
+            logger.warning("skipping %s: %s", path, error)
+            continue
+        if waveform.shape[1] < 1600:
+            continue
+        clips.append(ParityClip(str(path.relative_to(directory)), waveform, real=True))
+        if len(clips) == limit:
+            break
+    if not clips:
+        raise HearEdgeError(f"calibration folder {directory} has no readable audio of 0.1 s or more.")
+    return clips
+
+
+def reference_outputs(model, clip: ParityClip) -> tuple[np.ndarray, np.ndarray]:
+    """The PyTorch reference's logits and acoustic hidden states for one clip (official preprocessing)."""
+    waveform = torch.from_numpy(clip.waveform)[None]
+    num_samples = torch.tensor([waveform.shape[-1]])
+    with torch.no_grad():
+        logits = model(waveform, num_samples)[0].numpy()
+        log_mel, frames, _ = model.preprocessor(waveform, num_samples)
+        acoustic, _ = model.acoustic_model(log_mel, frames)
+    return logits, acoustic[0].numpy()
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+
+
+def measure_variant(engine: InferenceEngine, clips: list[ParityClip], references) -> dict:
+    logit_diffs, cosines, agree, agree_real, disagreements = [], [], [], [], []
+    for clip, (ref_logits, ref_acoustic) in zip(clips, references):
+        outputs = engine.run(*compute_features(clip.waveform))
+        logit_diffs.append(float(np.abs(outputs.logits - ref_logits).max()))
+        cosines.append(_cosine(outputs.acoustic, ref_acoustic))
+        same = int(np.argmax(outputs.logits) == np.argmax(ref_logits))
+        agree.append(same)
+        if clip.real:
+            agree_real.append(same)
+        if not same:
+            top_two = np.sort(ref_logits)[-2:]
+            # how close the reference's own top two were: a flip on a near-tie says little
+            disagreements.append({"clip": clip.name, "reference_top1_margin": float(top_two[1] - top_two[0])})
+    on_real = bool(agree_real)
+    figures = {
+        "max_abs_logit_diff": max(logit_diffs),
+        "acoustic_cosine_min": min(cosines),
+        "top1_agreement": float(np.mean(agree_real if on_real else agree)),
+        "agreement_measured_on": "real audio" if on_real else "synthetic audio",
+        "clips": len(clips),
+        "real_clips": len(agree_real),
+        "disagreements": disagreements,
+    }
+    if engine.precision == "fp32":
+        gates = {"max_abs_logit_diff": ("<=", FP32_MAX_ABS_LOGIT_DIFF)}
+    else:
+        gates = {"acoustic_cosine_min": (">=", INT8_MIN_ACOUSTIC_COSINE),
+                 "top1_agreement": (">=", INT8_MIN_TOP1_AGREEMENT)}
+    failures = []
+    for figure, (op, bound) in gates.items():
+        value = figures[figure]
+        if (op == "<=" and value > bound) or (op == ">=" and value < bound):
+            failures.append(f"{figure} = {value:.6g}, gate {op} {bound:g} (off by {abs(value - bound):.3g})")
+    figures["gates"] = {k: f"{op} {bound:g}" for k, (op, bound) in gates.items()}
+    figures["passed"] = not failures
+    figures["failures"] = failures
+    return figures
+
+
+def check_parity(model, bundle_dir: Path, manifest, clips: list[ParityClip], force: bool) -> dict:
+    """Figures for every exported (format, precision); ParityError on a miss unless `force`."""
+    references = [reference_outputs(model, clip) for clip in clips]
+    report, failed = {}, []
+    for fmt, precision in manifest.variants():
+        engine = InferenceEngine(bundle_dir, manifest, fmt, precision, num_threads=1)
+        figures = measure_variant(engine, clips, references)
+        report[f"{fmt}/{precision}"] = figures
+        logger.info("parity %s/%s: max |logit diff| %.2e, acoustic cosine min %.6f, top-1 agreement %.3f (%s)%s",
+                    fmt, precision, figures["max_abs_logit_diff"], figures["acoustic_cosine_min"],
+                    figures["top1_agreement"], figures["agreement_measured_on"],
+                    "" if figures["passed"] else "  FAILED")
+        failed += [f"{fmt} {precision} graphs: {failure}" for failure in figures["failures"]]
+    if failed and not force:
+        raise ParityError("export missed its parity gate: " + "; ".join(failed) +
+                          ". Pass force=True (--force) to write the bundle anyway, marked as failed.")
+    return report

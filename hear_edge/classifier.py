@@ -1,0 +1,355 @@
+"""HearEdge: load a bundle, classify and embed audio, open streams. No torch."""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .audio import check_array, check_sample_rate, read_audio
+from .bundle import FORMAT_BACKEND, Manifest, read_manifest
+from .errors import AudioTooShortError, BundleError, HearEdgeError, InvalidAudioError, LabelError
+from .frontend import SAMPLE_RATE_HZ, LogMelFrontend
+from .inference import ClipOutputs, InferenceEngine
+
+logger = logging.getLogger("hear_edge")
+
+SEGMENT_SECONDS = 30
+_READ_BLOCK_SAMPLES = 1 << 16
+
+
+@dataclass(frozen=True)
+class Category:
+    """One label's score."""
+
+    label: str
+    index: int
+    score: float   # softmax probability
+    logit: float
+
+
+@dataclass
+class ClassificationResult:
+    """What `classify` returns: ranked categories plus every label's score, in label order.
+
+    For audio over 30 s, `segments` holds one result per 30 s segment (with its start and end)
+    and the top-level scores are their mean.
+    """
+
+    categories: list[Category]
+    scores: np.ndarray
+    logits: np.ndarray
+    labels: list[str]
+    start_s: float
+    end_s: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    segments: list["ClassificationResult"] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    @property
+    def top(self) -> Category | None:
+        return self.categories[0] if self.categories else None
+
+
+@dataclass
+class Embeddings:
+    """`embed` output: one scene vector per clip and 50 frame vectors per second with their centres."""
+
+    scene: np.ndarray          # (3 * task hidden,): the pooled Task Model states the head classifies
+    frames: np.ndarray         # (frames, acoustic hidden): the Acoustic Model's output
+    frame_times_s: np.ndarray  # (frames,): the centre of each frame
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits.astype(np.float64) - logits.max())
+    return (shifted / shifted.sum()).astype(np.float32)
+
+
+def default_bundle_path() -> Path:
+    assets = importlib.resources.files("hear_edge") / "assets"
+    found = sorted(p for p in assets.iterdir() if p.name.endswith(".hearedge")) if assets.is_dir() else []
+    if not found:
+        raise BundleError("no default bundle is installed with this hear-edge; pass a bundle path "
+                          "(a NAME.hearedge folder made by `hear-edge export`).")
+    return Path(str(found[0]))
+
+
+class _ResultFilter:
+    """max_results, score_threshold, allowlist and denylist, checked once per call."""
+
+    def __init__(self, labels: list[str], max_results, score_threshold, allowlist, denylist):
+        if max_results is not None and (isinstance(max_results, bool) or not isinstance(max_results, int)
+                                        or max_results < 1):
+            raise ValueError(f"max_results must be an int >= 1 (or None for every label), got {max_results!r}.")
+        if score_threshold is not None and not 0.0 <= float(score_threshold) <= 1.0:
+            raise ValueError(f"score_threshold is a probability in [0, 1], got {score_threshold!r}.")
+        if allowlist is not None and denylist is not None:
+            raise ValueError("give allowlist or denylist, not both.")
+        chosen = allowlist if allowlist is not None else denylist
+        if chosen is not None:
+            if isinstance(chosen, str) or not isinstance(chosen, (Sequence, set, frozenset)):
+                raise LabelError(f"allowlist/denylist must be a list of labels, got {type(chosen).__name__}.")
+            unknown = sorted(set(chosen) - set(labels))
+            if unknown:
+                raise LabelError(f"{'allowlist' if allowlist is not None else 'denylist'} names labels the "
+                                 f"model does not have: {unknown}. Its labels are: {labels}.")
+        self.labels = labels
+        self.max_results = max_results
+        self.score_threshold = score_threshold
+        self.allowed = set(allowlist) if allowlist is not None else None
+        self.denied = set(denylist) if denylist is not None else set()
+
+    def __call__(self, scores: np.ndarray, logits: np.ndarray) -> list[Category]:
+        ranked = []
+        for index in np.argsort(-scores, kind="stable"):
+            label = self.labels[index]
+            if (self.allowed is not None and label not in self.allowed) or label in self.denied:
+                continue
+            if self.score_threshold is not None and scores[index] < self.score_threshold:
+                break
+            ranked.append(Category(label, int(index), float(scores[index]), float(logits[index])))
+            if self.max_results is not None and len(ranked) == self.max_results:
+                break
+        return ranked
+
+
+class HearEdge:
+    """A loaded bundle on one backend and precision. Thread-safe: streams carry their own state."""
+
+    def __init__(self, bundle_dir: Path, manifest: Manifest, engine: InferenceEngine):
+        self.bundle_dir = bundle_dir
+        self.manifest = manifest
+        self.engine = engine
+        self.frontend = LogMelFrontend(manifest.frontend)
+
+    @classmethod
+    def load(cls, bundle: str | Path | None = None, backend: str = "auto", precision: str = "auto",
+             num_threads: int = 1) -> "HearEdge":
+        """Load a bundle, verifying every graph's sha256.
+
+        Args:
+            bundle: a `NAME.hearedge` folder, or None for the default bundle shipped in the wheel.
+            backend: "onnx" (onnxruntime), "litert" (ai-edge-litert), or "auto": the first of those
+                that is installed and has graphs in the bundle.
+            precision: "fp32", "int8", or "auto": int8 where the bundle's int8 graphs passed their
+                parity gate, else fp32.
+            num_threads: intra-op threads of the backend; 1 suits a busy small device.
+
+        Raises:
+            BundleError: missing or changed files, an unknown manifest version.
+            BackendUnavailableError: the chosen backend's package is not installed (with the pip command).
+        """
+        from .runtimes.base import backend_installed
+
+        bundle_dir = default_bundle_path() if bundle is None else Path(bundle)
+        manifest = read_manifest(bundle_dir)
+        formats = {"onnx": "onnx", "litert": "tflite"}
+        if backend not in ("auto", *formats):
+            raise ValueError(f"backend must be 'auto', 'onnx' or 'litert', got {backend!r}.")
+        if precision not in ("auto", "fp32", "int8"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'int8', got {precision!r}.")
+        variants = manifest.variants()
+        if backend == "auto":
+            usable = [name for name, fmt in formats.items()
+                      if backend_installed(name) and any(f == fmt for f, _ in variants)]
+            if not usable:
+                present = sorted({FORMAT_BACKEND[f] for f, _ in variants})
+                raise HearEdgeError(f"none of the backends this bundle has graphs for ({present}) is installed: "
+                                    f"pip install 'hear-edge[{present[0]}]'.")
+            backend = usable[0]
+        fmt = formats[backend]
+        precisions = [p for f, p in variants if f == fmt]
+        if not precisions:
+            raise BundleError(f"bundle {bundle_dir} has no {fmt} graphs for the {backend} backend; "
+                              f"it has {sorted({f for f, _ in variants})}.")
+        if precision == "auto":
+            gate = manifest.parity.get("results", {}).get(f"{fmt}/int8", {})
+            precision = "int8" if "int8" in precisions and gate.get("passed") else precisions[0]
+        elif precision not in precisions:
+            raise BundleError(f"bundle {bundle_dir} has no {fmt} {precision} graphs; it has {precisions}.")
+        engine = InferenceEngine(bundle_dir, manifest, fmt, precision, num_threads)
+        logger.info("loaded %s (%s %s, %d thread(s))", bundle_dir, backend, precision, num_threads)
+        return cls(bundle_dir, manifest, engine)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.manifest.labels
+
+    @property
+    def backend(self) -> str:
+        return self.engine.backend
+
+    @property
+    def precision(self) -> str:
+        return self.engine.precision
+
+    # ---- audio to 16 kHz mono segments, reading and resampling block by block ----
+
+    def _blocks(self, audio, sample_rate) -> tuple[Iterator[np.ndarray], int]:
+        """(samples, channels) float32 blocks at the source rate, and that rate."""
+        if isinstance(audio, (str, Path)):
+            if sample_rate is not None:
+                raise InvalidAudioError("sample_rate is read from the file; drop sample_rate= when passing a path.")
+            return _file_blocks(Path(audio))
+        rate = check_sample_rate(sample_rate)
+        samples = check_array(audio)
+        return (samples[i:i + _READ_BLOCK_SAMPLES] for i in range(0, len(samples), _READ_BLOCK_SAMPLES)), rate
+
+    def _segments(self, audio, sample_rate) -> Iterator[tuple[float, np.ndarray]]:
+        """(start_s, mono float64 16 kHz) segments of at most 30 s; the last one ends at the clip's end."""
+        blocks, rate = self._blocks(audio, sample_rate)
+        segment = SEGMENT_SECONDS * SAMPLE_RATE_HZ
+        pending, previous, emitted = np.zeros(0), None, 0
+        for mono in _resampled_mono(blocks, rate):
+            pending = np.concatenate([pending, mono])
+            while len(pending) >= segment:
+                previous, pending = pending[:segment], pending[segment:]
+                yield emitted / SAMPLE_RATE_HZ, previous
+                emitted += segment
+        if len(pending) and previous is not None:
+            # Never a stub segment: the last one takes the final 30 s, overlapping the one before.
+            tail = np.concatenate([previous, pending])[-segment:]
+            yield (emitted + len(pending) - segment) / SAMPLE_RATE_HZ, tail
+        elif len(pending) or previous is None:
+            if not len(pending):
+                raise InvalidAudioError("the audio is empty; pass at least 32 ms of sound.")
+            yield 0.0, pending
+
+    def _run(self, mono: np.ndarray) -> tuple[ClipOutputs, float]:
+        started = time.perf_counter()
+        if mono.shape[0] < self.frontend.min_samples:
+            raise AudioTooShortError(
+                f"the audio is {1000 * mono.shape[0] / SAMPLE_RATE_HZ:.1f} ms long; HEAR needs at least "
+                f"{self.frontend.min_samples} samples at 16 kHz ({1000 * self.frontend.min_samples / 16000:.0f} ms). "
+                f"Pad it with silence or pass a longer clip.")
+        features = self.frontend.features_from_log(*self.frontend.log_features(mono - mono.mean()))
+        frontend_ms = 1000 * (time.perf_counter() - started)
+        return self.engine.run(*features), frontend_ms
+
+    def _result(self, outputs: ClipOutputs, start_s: float, end_s: float, keep, timings) -> ClassificationResult:
+        scores = softmax(outputs.logits)
+        return ClassificationResult(keep(scores, outputs.logits), scores, outputs.logits.astype(np.float32),
+                                    self.labels, start_s, end_s, timings)
+
+    def classify(self, audio, sample_rate: int | None = None, max_results: int | None = 5,
+                 score_threshold: float | None = None, allowlist=None, denylist=None) -> ClassificationResult:
+        """Classify a clip.
+
+        Args:
+            audio: a path to any file soundfile reads, or a numpy array of shape (samples,) or
+                (samples, channels) as soundfile returns it. Float arrays hold samples in [-1, 1];
+                integer PCM is scaled by its type's range (int16 / 32768, int32 / 2**31, uint8
+                centred on 128). Channels are averaged after per-channel DC removal.
+            sample_rate: the array's rate, required for arrays (8 kHz to 192 kHz; resampled to
+                16 kHz with soxr's band-limited high-quality filter).
+            max_results: how many categories to return, best first (None: all).
+            score_threshold: drop categories whose softmax score is below it.
+            allowlist, denylist: labels to keep, or to drop (not both).
+
+        Returns:
+            A ClassificationResult. Clips over 30 s are classified in consecutive 30 s segments
+            (the last one ends at the clip's end and overlaps its predecessor); each segment's
+            result is in `segments`, and the clip's scores and logits are their means.
+
+        Raises:
+            InvalidAudioError: empty, non-finite, wrongly shaped or typed audio; a missing or
+                unsupported sample rate; a path that does not exist or is not audio.
+            LabelError / ValueError: bad max_results, threshold, allowlist or denylist.
+        """
+        keep = _ResultFilter(self.labels, max_results, score_threshold, allowlist, denylist)
+        started = time.perf_counter()
+        segments, totals = [], {"frontend_ms": 0.0, "acoustic_ms": 0.0, "task_ms": 0.0}
+        for start_s, mono in self._segments(audio, sample_rate):
+            outputs, frontend_ms = self._run(mono)
+            timings = {"frontend_ms": frontend_ms, **outputs.timings_ms}
+            for key, value in timings.items():
+                totals[key] += value
+            segments.append(self._result(outputs, start_s, start_s + len(mono) / SAMPLE_RATE_HZ, keep, timings))
+        totals["total_ms"] = 1000 * (time.perf_counter() - started)
+        if len(segments) == 1:
+            segments[0].timings_ms = totals
+            return segments[0]
+        scores = np.mean([s.scores for s in segments], axis=0).astype(np.float32)
+        logits = np.mean([s.logits for s in segments], axis=0).astype(np.float32)
+        return ClassificationResult(keep(scores, logits), scores, logits, self.labels, 0.0, segments[-1].end_s,
+                                    totals, segments)
+
+    def embed(self, audio, sample_rate: int | None = None) -> Embeddings:
+        """Scene embedding and timestamped frame embeddings (50 a second, centred at 20 ms * i + 5 ms).
+
+        Over 30 s the scene embedding is the mean over 30 s segments, and frames are taken from
+        each segment in turn without repeating the overlapped ones.
+        """
+        scenes, frames, times = [], [], []
+        covered_until = 0.0
+        for start_s, mono in self._segments(audio, sample_rate):
+            outputs, _ = self._run(mono)
+            centres = start_s + (np.arange(outputs.acoustic.shape[0]) * 0.02 + 0.005)
+            fresh = centres >= covered_until - 1e-9
+            scenes.append(outputs.pooled)
+            frames.append(outputs.acoustic[fresh])
+            times.append(centres[fresh])
+            covered_until = centres[-1] + 0.01
+        return Embeddings(np.mean(scenes, axis=0).astype(np.float32), np.concatenate(frames).astype(np.float32),
+                          np.concatenate(times))
+
+    def create_stream(self, hop_seconds: float = 1.0, context_seconds: float = 6.0, max_results: int | None = 5,
+                      score_threshold: float | None = None, allowlist=None, denylist=None):
+        """A new stream over this model; see `ClassificationStream`. One model serves many streams."""
+        from .streaming import ClassificationStream
+
+        return ClassificationStream(self, hop_seconds, context_seconds,
+                                    _ResultFilter(self.labels, max_results, score_threshold, allowlist, denylist))
+
+
+def _file_blocks(path: Path) -> tuple[Iterator[np.ndarray], int]:
+    import soundfile
+
+    try:
+        handle = soundfile.SoundFile(str(path))
+    except (RuntimeError, soundfile.LibsndfileError, ValueError, OSError):
+        read_audio(path)  # raises the precise error: missing, not a file, or not audio
+        raise
+    check_sample_rate(handle.samplerate)
+
+    def blocks():
+        with handle:
+            while True:
+                block = handle.read(_READ_BLOCK_SAMPLES, dtype="float32", always_2d=True)
+                if not len(block):
+                    return
+                if not np.isfinite(block).all():
+                    raise InvalidAudioError(f"{path} holds NaN or infinite samples; clean the file first.")
+                yield block
+
+    return blocks(), handle.samplerate
+
+
+def _resampled_mono(blocks: Iterator[np.ndarray], rate: int) -> Iterator[np.ndarray]:
+    """Mono float64 16 kHz blocks. Channels are averaged first: the average of DC-corrected
+    channels equals the DC-corrected average, so this is the official order."""
+    if rate == SAMPLE_RATE_HZ:
+        for block in blocks:
+            yield block.astype(np.float64).mean(axis=1)
+        return
+    import soxr
+
+    stream = None
+    for block in blocks:
+        if stream is None:
+            stream = soxr.ResampleStream(rate, SAMPLE_RATE_HZ, 1, dtype="float64", quality="HQ")
+        out = stream.resample_chunk(block.astype(np.float64).mean(axis=1))
+        if len(out):
+            yield out
+    if stream is not None:
+        out = stream.resample_chunk(np.zeros(0), last=True)
+        if len(out):
+            yield out

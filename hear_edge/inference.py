@@ -1,0 +1,92 @@
+"""Features -> Acoustic Model windows -> overlap-add -> Task Model graph, on a bundle's graphs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .bundle import FORMAT_BACKEND, Manifest, verify_graph
+from .errors import BundleError, ClipTooLongError
+from .windows import blend_weights, overlap_add, plan_windows
+
+
+@dataclass
+class ClipOutputs:
+    logits: np.ndarray        # (num_classes,)
+    pooled: np.ndarray        # (3 * task hidden,): the scene embedding
+    acoustic: np.ndarray      # (frames, acoustic hidden): 50 frame embeddings a second
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def spectrum_pairs(log_power: np.ndarray, frames: int) -> np.ndarray:
+    """(bins, mel frames) -> (frames, 2 * bins): each acoustic frame's two spectra, bin by bin."""
+    bins = log_power.shape[0]
+    return np.ascontiguousarray(
+        log_power[:, :2 * frames].reshape(bins, frames, 2).transpose(1, 0, 2).reshape(frames, 2 * bins))
+
+
+class InferenceEngine:
+    """The graph half of the runtime: one format and precision of one bundle, stateless per call."""
+
+    def __init__(self, bundle_dir: str | Path, manifest: Manifest, fmt: str, precision: str,
+                 num_threads: int = 1):
+        from hear_edge.runtimes import open_graph
+
+        self.manifest = manifest
+        self.format, self.precision = fmt, precision
+        self.backend = FORMAT_BACKEND[fmt]
+        window_spec = manifest.graph("acoustic_window", fmt, precision)
+        task_spec = manifest.graph("task", fmt, precision)
+        if window_spec is None or task_spec is None:
+            raise BundleError(f"bundle has no {fmt} {precision} graphs; it has "
+                              f"{[f'{f} {p}' for f, p in manifest.variants()]}.")
+        self.window_graph = open_graph(self.backend, verify_graph(bundle_dir, window_spec),
+                                       window_spec.input_names, window_spec.output_names, num_threads)
+        self.task_graph = open_graph(self.backend, verify_graph(bundle_dir, task_spec),
+                                     task_spec.input_names, task_spec.output_names, num_threads)
+        self.task_buckets = sorted(task_spec.frame_buckets) if task_spec.frame_buckets else None
+        self.window_frames = manifest.window_frames
+        self.blend = blend_weights(manifest.window_frames, manifest.overlap_frames)
+
+    def encode_window(self, log_mel: np.ndarray, start: int, valid: int) -> np.ndarray:
+        """Acoustic frames [start, start + window) of a clip's log-mel (mels, mel frames)."""
+        window = np.zeros((1, log_mel.shape[0], 2 * self.window_frames), dtype=np.float32)
+        window[0, :, :2 * valid] = log_mel[:, 2 * start:2 * (start + valid)]
+        outputs = self.window_graph.run({"log_mel": window, "valid_frames": np.array([valid], np.int32)})
+        return outputs["acoustic"][0]
+
+    def acoustic(self, log_mel: np.ndarray) -> np.ndarray:
+        frames = log_mel.shape[1] // 2
+        plan = plan_windows(frames, self.window_frames, self.manifest.overlap_frames)
+        windows = np.stack([self.encode_window(log_mel, start, valid) for start, valid in plan])
+        return overlap_add(windows, plan, frames, self.blend)
+
+    def task(self, acoustic: np.ndarray, log_power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        frames = acoustic.shape[0]
+        if frames > self.manifest.max_task_frames:
+            raise ClipTooLongError(f"{frames} acoustic frames exceed the Task Model's "
+                                   f"{self.manifest.max_task_frames}; segment the clip first.")
+        pairs = spectrum_pairs(log_power, frames)
+        signature, length = None, frames
+        if self.task_buckets:
+            length = next(b for b in self.task_buckets if b >= frames)
+            signature = f"task_{length}"
+        hidden = np.zeros((1, length, acoustic.shape[1]), np.float32)
+        hidden[0, :frames] = acoustic
+        padded_pairs = np.zeros((1, length, pairs.shape[1]), np.float32)
+        padded_pairs[0, :frames] = pairs
+        outputs = self.task_graph.run({"acoustic": hidden, "spectrum_pairs": padded_pairs,
+                                       "valid_frames": np.array([frames], np.int32)}, signature)
+        return outputs["logits"][0], outputs["pooled"][0]
+
+    def run(self, log_mel: np.ndarray, log_power: np.ndarray) -> ClipOutputs:
+        started = time.perf_counter()
+        acoustic = self.acoustic(log_mel)
+        after_acoustic = time.perf_counter()
+        logits, pooled = self.task(acoustic, log_power)
+        finished = time.perf_counter()
+        return ClipOutputs(logits, pooled, acoustic, {
+            "acoustic_ms": 1000 * (after_acoustic - started), "task_ms": 1000 * (finished - after_acoustic)})

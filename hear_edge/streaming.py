@@ -1,0 +1,191 @@
+"""Streaming classification: audio in chunks of any size, a result every hop over the last context.
+
+Causal normalisation: the reference normalises over the whole clip, which a stream cannot see.
+A stream result covers the window [end - context, end) (shorter while the stream is younger than
+the context) and normalises over that window alone, exactly as `classify` normalises a clip. So a
+stream's result for a window equals `classify` of that window's audio, whatever the chunk sizes.
+
+Work is not repeated: each STFT frame is computed once from the raw samples, when its 400 samples
+have arrived. A window's DC removal is applied to the cached spectra as a linear correction
+(X(x - m) = X(x) - m X(1)); only the few frames at a window's edges, where the reference reflects
+the signal, are computed per window. Each window's acoustic graph runs once, for its result.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from .audio import check_sample_rate, scale_pcm
+from .errors import InvalidAudioError
+from .frontend import SAMPLE_RATE_HZ
+
+_HOP = 160
+_HALF_WINDOW = 200
+
+
+def _to_samples(seconds, name: str, minimum_s: float, maximum_s: float) -> int:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number of seconds, got {seconds!r}.")
+    if not minimum_s <= seconds <= maximum_s:
+        raise ValueError(f"{name} must be between {minimum_s} and {maximum_s} s, got {seconds}.")
+    hops = round(seconds * SAMPLE_RATE_HZ / _HOP)
+    if abs(hops * _HOP - seconds * SAMPLE_RATE_HZ) > 1e-6:
+        raise ValueError(f"{name} must be a multiple of 10 ms (the frame hop), got {seconds}.")
+    return hops * _HOP
+
+
+class ClassificationStream:
+    """Per-stream state over a shared HearEdge model. Thread-safe; create one per audio source."""
+
+    def __init__(self, model, hop_seconds: float, context_seconds: float, keep):
+        self.model = model
+        self.hop_samples = _to_samples(hop_seconds, "hop_seconds", 0.05, 30.0)
+        self.context_samples = _to_samples(context_seconds, "context_seconds", 0.05, 30.0)
+        if self.hop_samples > self.context_samples:
+            raise ValueError(f"hop_seconds ({hop_seconds}) must not exceed context_seconds ({context_seconds}): "
+                             f"audio between windows would never be classified.")
+        self._keep = keep
+        self._frontend = model.frontend
+        self._lock = threading.Lock()
+        self.reset()
+
+    @property
+    def hop_seconds(self) -> float:
+        return self.hop_samples / SAMPLE_RATE_HZ
+
+    @property
+    def context_seconds(self) -> float:
+        return self.context_samples / SAMPLE_RATE_HZ
+
+    def reset(self) -> None:
+        """Forget all audio; the next chunk starts a new stream (and may use another sample rate)."""
+        with self._lock:
+            self._rate = None
+            self._channels = None
+            self._resampler = None
+            self._buffer = np.zeros(4 * self.context_samples)  # mono float64 at 16 kHz ...
+            self._size = 0                                       # ... of which this much is filled,
+            self._offset = 0                                     # from this absolute sample on
+            self._received = 0
+            self._spectra = {}          # absolute frame index -> spectrum of the raw samples
+            self._next_frame = 2        # frames 0 and 1 reach before the stream's start
+            self._next_end = self.hop_samples
+            self._last_end = 0
+
+    def accept_waveform(self, samples: np.ndarray, sample_rate: int) -> list:
+        """Add a chunk of any size; returns the results (ClassificationResult) that became ready.
+
+        Args:
+            samples: (samples,) or (samples, channels), float in [-1, 1] or integer PCM, the same
+                channel count and rate on every call.
+            sample_rate: the chunk's rate, 8 kHz to 192 kHz.
+        """
+        with self._lock:
+            rate = check_sample_rate(sample_rate)
+            if self._rate is not None and rate != self._rate:
+                raise InvalidAudioError(f"sample rate changed mid-stream from {self._rate} to {rate} Hz; call "
+                                        f"reset() (or create a new stream) before sending audio at another rate.")
+            mono = self._mono(samples)
+            self._rate = rate
+            if rate != SAMPLE_RATE_HZ:
+                import soxr
+
+                if self._resampler is None:
+                    self._resampler = soxr.ResampleStream(rate, SAMPLE_RATE_HZ, 1, dtype="float64", quality="HQ")
+                mono = self._resampler.resample_chunk(mono)
+            return self._push(mono)
+
+    def flush(self) -> list:
+        """End of audio: the result for the last, partial hop (if any); the stream is then reset."""
+        with self._lock:
+            results = []
+            if self._resampler is not None:
+                results += self._push(self._resampler.resample_chunk(np.zeros(0), last=True))
+            end = self._received
+            start = max(0, end - self.context_samples)
+            if end > self._last_end and end - start >= self._frontend.min_samples:
+                results.append(self._result(start, end))
+        self.reset()
+        return results
+
+    def _mono(self, samples) -> np.ndarray:
+        if not isinstance(samples, np.ndarray):
+            raise InvalidAudioError(f"expected a numpy array chunk, got {type(samples).__name__}.")
+        if samples.ndim not in (1, 2):
+            raise InvalidAudioError(f"expected a chunk of shape (samples,) or (samples, channels), got {samples.shape}.")
+        channels = 1 if samples.ndim == 1 else samples.shape[1]
+        if self._channels is not None and channels != self._channels:
+            raise InvalidAudioError(f"the stream started with {self._channels} channel(s) and this chunk has "
+                                    f"{channels}; keep the layout, or reset() first.")
+        self._channels = channels
+        audio = scale_pcm(samples)
+        if not np.isfinite(audio).all():
+            raise InvalidAudioError("the chunk holds NaN or infinite samples; clean or drop them first.")
+        audio = audio.astype(np.float64)
+        return audio if audio.ndim == 1 else audio.mean(axis=1)
+
+    def _push(self, mono: np.ndarray) -> list:
+        if not len(mono):
+            return []
+        if self._size + len(mono) > len(self._buffer):
+            grown = np.zeros(max(2 * len(self._buffer), self._size + len(mono)))
+            grown[:self._size] = self._buffer[:self._size]
+            self._buffer = grown
+        self._buffer[self._size:self._size + len(mono)] = mono
+        self._size += len(mono)
+        self._received += len(mono)
+        # Cache every frame whose 400 samples have all arrived.
+        last_frame = (self._received - _HALF_WINDOW) // _HOP
+        if last_frame >= self._next_frame:
+            first = self._next_frame * _HOP - _HALF_WINDOW - self._offset
+            spectra = self._frontend.window_spectra(self._buffer[:self._size], first,
+                                                    last_frame - self._next_frame + 1)
+            for i, spectrum in enumerate(spectra):
+                self._spectra[self._next_frame + i] = spectrum
+            self._next_frame = last_frame + 1
+        results = []
+        while self._next_end <= self._received:
+            results.append(self._result(max(0, self._next_end - self.context_samples), self._next_end))
+            self._last_end = self._next_end
+            self._next_end += self.hop_samples
+        # Keep what the next window, or a flush now, can still need.
+        self._forget_before(max(0, self._received - self.context_samples) // _HOP * _HOP)
+        return results
+
+    def _forget_before(self, sample: int) -> None:
+        keep_from = min(sample, self._next_frame * _HOP - _HALF_WINDOW)
+        drop = keep_from - self._offset
+        if drop > 0 and self._size > len(self._buffer) // 2:  # compact only when the buffer fills
+            self._buffer[:self._size - drop] = self._buffer[drop:self._size]
+            self._size -= drop
+            self._offset = keep_from
+        first_needed = -(-(sample + _HALF_WINDOW) // _HOP)
+        for frame in [f for f in self._spectra if f < first_needed]:
+            del self._spectra[frame]
+
+    def _result(self, start: int, end: int):
+        started = time.perf_counter()
+        frontend = self._frontend
+        audio = self._buffer[start - self._offset:end - self._offset]
+        num_frames = frontend.num_frames(len(audio))
+        # Frames whose window lies inside [start, end) come from the cache; the edges are computed
+        # from the reflect-padded window, as the reference pads a clip.
+        first_inner = -(-_HALF_WINDOW // _HOP)
+        last_inner = (len(audio) - _HALF_WINDOW) // _HOP
+        padded = np.pad(audio, frontend.params.n_fft // 2, mode="reflect")
+        spectra = np.empty((num_frames, frontend.params.n_fft // 2 + 1), dtype=np.complex128)
+        cached = start % _HOP == 0  # a flushed tail can start between cached frames
+        for j in range(num_frames):
+            if cached and first_inner <= j <= last_inner:
+                spectra[j] = self._spectra[start // _HOP + j]
+            else:
+                spectra[j] = frontend.spectra(padded, j, 1)[0]
+        spectra -= audio.mean() * frontend.window_spectrum
+        features = frontend.features_from_log(*frontend.log_features_from_spectra(spectra))
+        frontend_ms = 1000 * (time.perf_counter() - started)
+        outputs = self.model.engine.run(*features)
+        return self.model._result(outputs, start / SAMPLE_RATE_HZ, end / SAMPLE_RATE_HZ, self._keep,
+                                  {"frontend_ms": frontend_ms, **outputs.timings_ms})

@@ -1,0 +1,47 @@
+"""LiteRT (ai-edge-litert) backend.
+
+litert-torch names a signature's inputs args_0, args_1, ... and its outputs output_0, ... in the
+order the torch module takes and returns them; this maps them back to the manifest's names.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from hear_edge.errors import BundleError
+
+from .base import GraphSession
+
+
+class LiteRtSession(GraphSession):
+    def __init__(self, path: Path, input_names, output_names, num_threads: int):
+        super().__init__(path, input_names, output_names, num_threads)
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        except Exception as error:  # the interpreter raises plain ValueError/RuntimeError for bad files
+            raise BundleError(f"LiteRT cannot load {path}: {error}") from None
+        self.signatures = list(self.interpreter.get_signature_list())
+        self._runners = {}
+        self._lock = threading.Lock()  # one interpreter runs one signature at a time
+
+    def _runner(self, signature: str | None):
+        key = signature or self.signatures[0]
+        if key not in self._runners:
+            if key not in self.signatures:
+                raise BundleError(f"{self.path} has no signature {key!r}; it has {self.signatures}.")
+            self._runners[key] = self.interpreter.get_signature_runner(key)
+        return self._runners[key]
+
+    def run(self, inputs: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
+        with self._lock:
+            runner = self._runner(signature)
+            outputs = runner(**{f"args_{i}": inputs[name] for i, name in enumerate(self.input_names)})
+            return {name: np.array(outputs[f"output_{i}"]) for i, name in enumerate(self.output_names)}
+
+
+def open_session(path, input_names, output_names, num_threads) -> LiteRtSession:
+    return LiteRtSession(path, input_names, output_names, num_threads)

@@ -1,0 +1,38 @@
+"""onnxruntime backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from hear_edge.errors import BundleError
+
+from .base import GraphSession
+
+
+class OnnxSession(GraphSession):
+    def __init__(self, path: Path, input_names, output_names, num_threads: int):
+        super().__init__(path, input_names, output_names, num_threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own untyped exceptions for bad files
+            raise BundleError(f"onnxruntime cannot load {path}: {error}") from None
+        graph_inputs = [i.name for i in self.session.get_inputs()]
+        if graph_inputs != self.input_names:
+            raise BundleError(f"{path} has inputs {graph_inputs}, the manifest says {self.input_names}.")
+
+    def run(self, inputs: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
+        outputs = self.session.run(self.output_names, {name: inputs[name] for name in self.input_names})
+        return dict(zip(self.output_names, outputs))
+
+
+def open_session(path, input_names, output_names, num_threads) -> OnnxSession:
+    return OnnxSession(path, input_names, output_names, num_threads)

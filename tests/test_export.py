@@ -1,0 +1,165 @@
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import REAL_AUDIO, TINY_CASES, TINY_GOLDEN, TINY_LABELS  # noqa: E402
+from hear_edge.bundle import Manifest, read_manifest  # noqa: E402
+from hear_edge.errors import BundleError, LabelError, ParityError  # noqa: E402
+from hear_edge.export import export_bundle, load_labels  # noqa: E402
+from hear_edge.export import parity as parity_module  # noqa: E402
+from hear_edge.frontend import compute_features  # noqa: E402
+from hear_edge.inference import InferenceEngine  # noqa: E402
+from hear_edge.model import load_checkpoint  # noqa: E402
+
+FP32_BOUND = 1e-3
+VARIANTS = [("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8")]
+
+
+def _engine(bundle, fmt, precision):
+    return InferenceEngine(bundle, read_manifest(bundle), fmt, precision)
+
+
+def test_tiny_bundle_has_every_graph_and_a_complete_manifest(tiny_bundle):
+    manifest = read_manifest(tiny_bundle)
+    assert manifest.variants() == VARIANTS
+    assert manifest.labels == TINY_LABELS and manifest.sample_rate_hz == 16000
+    assert (manifest.window_frames, manifest.overlap_frames, manifest.max_task_frames) == (300, 50, 1500)
+    assert manifest.provenance["checkpoint_sha256"] and manifest.provenance["versions"]["torch"].startswith("2.13.0")
+    for spec in manifest.graphs:
+        assert spec.sha256 and spec.bytes == (tiny_bundle / spec.file).stat().st_size
+        if spec.role == "task":
+            assert (spec.frame_buckets is None) == (spec.format == "onnx")
+    assert manifest.parity["passed"]
+    assert {c["real"] for c in manifest.parity["clips"]} == {True, False}
+    assert not list(tiny_bundle.rglob("*.pt")) and not list(tiny_bundle.rglob("*.pkl"))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+@pytest.mark.parametrize("case", TINY_CASES)
+def test_golden_logits_through_each_fp32_graph(tiny_bundle, fmt, case):
+    golden = np.load(TINY_GOLDEN / f"{case}.npz")
+    outputs = _engine(tiny_bundle, fmt, "fp32").run(*compute_features(golden["wav"]))
+    assert np.abs(outputs.logits - golden["logits"]).max() <= FP32_BOUND
+    assert np.abs(outputs.acoustic - golden["acoustic_hidden"]).max() <= FP32_BOUND
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_int8_gates_hold_on_real_audio(tiny_bundle, fmt):
+    figures = read_manifest(tiny_bundle).parity["results"][f"{fmt}/int8"]
+    assert figures["agreement_measured_on"] == "real audio" and figures["real_clips"] >= 20
+    assert figures["acoustic_cosine_min"] >= 0.99 and figures["top1_agreement"] >= 0.99
+    assert figures["passed"]
+
+
+def test_full_size_golden_logits_through_each_fp32_graph(full_bundle, full_golden):
+    golden = np.load(full_golden / "clip_10s.npz")
+    manifest = read_manifest(full_bundle)
+    for fmt in ("onnx", "tflite"):
+        outputs = _engine(full_bundle, fmt, "fp32").run(*compute_features(golden["wav"]))
+        assert np.abs(outputs.logits - golden["logits"]).max() <= FP32_BOUND, fmt
+    for fmt in ("onnx", "tflite"):
+        assert manifest.parity["results"][f"{fmt}/fp32"]["passed"]
+        figures = manifest.parity["results"][f"{fmt}/int8"]
+        assert figures["acoustic_cosine_min"] >= 0.99, fmt
+        # The golden weights are random: their top two logits can sit closer than int8's logit
+        # error. A flip is only acceptable on such a near tie; a confident flip fails here.
+        for flip in figures["disagreements"]:
+            assert flip["reference_top1_margin"] < figures["max_abs_logit_diff"], (fmt, flip)
+        assert figures["passed"] == (figures["top1_agreement"] >= 0.99), fmt
+    assert manifest.parity["passed"] == all(r["passed"] for r in manifest.parity["results"].values())
+
+
+def test_tampered_graph_byte_is_caught_by_the_hash(tiny_bundle, tmp_path):
+    copy = tmp_path / "tampered.hearedge"
+    shutil.copytree(tiny_bundle, copy)
+    graph = copy / "task.fp32.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"task\.fp32\.onnx fails its hash.*changed or damaged"):
+        read_manifest(copy)
+    with pytest.raises(BundleError, match=r"fails its hash"):
+        InferenceEngine(copy, read_manifest(copy, verify_hashes=False), "onnx", "fp32")
+
+
+def test_missing_graph_and_unknown_manifest_version(tiny_bundle, tmp_path):
+    copy = tmp_path / "broken.hearedge"
+    shutil.copytree(tiny_bundle, copy)
+    (copy / "acoustic_window.int8.tflite").unlink()
+    with pytest.raises(BundleError, match=r"missing its tflite int8 acoustic_window graph"):
+        read_manifest(copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    data["schema_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"schema_version 99 is not one this hear-edge reads"):
+        read_manifest(copy)
+    (copy / "manifest.json").write_text("{broken")
+    with pytest.raises(BundleError, match=r"not valid JSON"):
+        read_manifest(copy)
+
+
+def test_manifest_round_trip(tiny_bundle):
+    manifest = read_manifest(tiny_bundle)
+    again = Manifest.from_dict(json.loads(json.dumps(manifest.to_dict())))
+    assert again == manifest
+
+
+def test_label_count_mismatch_fails_before_any_work(tmp_path):
+    started = time.perf_counter()
+    with pytest.raises(LabelError, match=r"4 labels given but the checkpoint's head has 5 classes"):
+        export_bundle(TINY_GOLDEN / "state_dict.pt", tmp_path / "x.hearedge", labels=TINY_LABELS[:4])
+    assert time.perf_counter() - started < 10
+    assert not any(tmp_path.iterdir())
+
+
+def test_labels_from_text_and_json(tmp_path):
+    (tmp_path / "labels.txt").write_text("yes\nno\n\nup\n")
+    assert load_labels(tmp_path / "labels.txt") == ["yes", "no", "up"]
+    (tmp_path / "labels.json").write_text(json.dumps({"labels": ["a", "b"]}))
+    assert load_labels(tmp_path / "labels.json") == ["a", "b"]
+    with pytest.raises(LabelError, match=r"repeated: \['a'\]"):
+        load_labels(["a", "b", "a"])
+
+
+def test_seven_class_custom_head_exports_and_classifies(tmp_path):
+    model = load_checkpoint(TINY_GOLDEN / "acoustic_model_state_dict.pt", num_classes=7)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in list(model.decoder.parameters()) + list(model.task_model.parameters()):
+            p.normal_(0, 0.3)
+    checkpoint = tmp_path / "custom.pt"
+    torch.save(model.state_dict(), checkpoint)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"sound_{i}" for i in range(7)))
+    bundle = tmp_path / "custom.hearedge"
+    manifest = export_bundle(checkpoint, bundle, labels=labels, formats=["onnx"], calibration=REAL_AUDIO)
+    assert manifest.labels == [f"sound_{i}" for i in range(7)] and manifest.parity["passed"]
+    golden = np.load(TINY_GOLDEN / "clip_10s.npz")
+    outputs = _engine(bundle, "onnx", "fp32").run(*compute_features(golden["wav"]))
+    with torch.no_grad():
+        reference = model(torch.from_numpy(golden["wav"])[None], torch.tensor([golden["wav"].shape[-1]]))[0]
+    assert outputs.logits.shape == (7,)
+    assert np.abs(outputs.logits - reference.numpy()).max() <= FP32_BOUND
+
+
+def test_a_missed_gate_is_a_typed_error_and_force_marks_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(parity_module, "FP32_MAX_ABS_LOGIT_DIFF", 1e-12)
+    with pytest.raises(ParityError, match=r"onnx fp32 graphs: max_abs_logit_diff = .*gate <= 1e-12"):
+        export_bundle(TINY_GOLDEN / "state_dict.pt", tmp_path / "a.hearedge", labels=TINY_LABELS,
+                      formats=["onnx"], precisions=["fp32"])
+    assert not (tmp_path / "a.hearedge").exists()
+    manifest = export_bundle(TINY_GOLDEN / "state_dict.pt", tmp_path / "b.hearedge", labels=TINY_LABELS,
+                             formats=["onnx"], precisions=["fp32"], force=True)
+    assert manifest.parity["passed"] is False
+    assert read_manifest(tmp_path / "b.hearedge").parity["results"]["onnx/fp32"]["passed"] is False
+
+
+def test_existing_output_is_not_overwritten_silently(tmp_path):
+    (tmp_path / "x.hearedge").mkdir()
+    with pytest.raises(Exception, match=r"already exists.*overwrite"):
+        export_bundle(TINY_GOLDEN / "state_dict.pt", tmp_path / "x.hearedge", labels=TINY_LABELS)
