@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hear_edge.audio import load_input
+from hear_edge import signals
+from hear_edge.audio import AUDIO_SUFFIXES, load_input
 from hear_edge.errors import HearEdgeError, ParityError
 from hear_edge.frontend import compute_features
 from hear_edge.inference import InferenceEngine
@@ -19,7 +20,6 @@ logger = logging.getLogger("hear_edge")
 FP32_MAX_ABS_LOGIT_DIFF = 1e-3
 INT8_MIN_ACOUSTIC_COSINE = 0.99
 INT8_MIN_TOP1_AGREEMENT = 0.99
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif"}
 MAX_CLIP_SAMPLES = 30 * 16000
 
 
@@ -30,19 +30,9 @@ class ParityClip:
     real: bool
 
 
-def synthetic_clips(seed: int = 0) -> list[ParityClip]:
+def synthetic_clips() -> list[ParityClip]:
     """Tones, a chirp and noise bursts at the lengths that exercise every window path."""
-    rng = np.random.default_rng(seed)
-    clips = []
-    for seconds in (1.0, 6.0, 6.02, 10.0, 17.37):
-        n = int(seconds * 16000)
-        t = np.arange(n) / 16000
-        wave = 0.2 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t)
-        wave += 0.1 * np.sin(2 * np.pi * (200 + 600 * t / seconds) * t)
-        bursts = (rng.uniform(size=n // 1600 + 1) > 0.6).repeat(1600)[:n]
-        wave += 0.1 * rng.standard_normal(n) * bursts
-        clips.append(ParityClip(f"synthetic_{seconds:g}s", wave[None].astype(np.float32), real=False))
-    return clips
+    return [ParityClip(name, wave[None], real=False) for name, wave in signals.synthetic_clips().items()]
 
 
 def real_clips(directory: str | Path, limit: int = 32) -> list[ParityClip]:
@@ -123,9 +113,14 @@ def measure_variant(engine: InferenceEngine, clips: list[ParityClip], references
     return figures
 
 
-def check_parity(model, bundle_dir: Path, manifest, clips: list[ParityClip], force: bool) -> dict:
-    """Figures for every exported (format, precision); ParityError on a miss unless `force`."""
+def check_parity(model, bundle_dir: Path, manifest, clips: list[ParityClip], force: bool):
+    """Figures for every exported (format, precision), and the reference outputs of the synthetic
+    clips (kept in the manifest so a device without torch can check itself); ParityError on a
+    miss unless `force`."""
     references = [reference_outputs(model, clip) for clip in clips]
+    stored = {clip.name: {"logits": [float(x) for x in logits],
+                          "acoustic_mean": [float(x) for x in acoustic.mean(axis=0)]}
+              for clip, (logits, acoustic) in zip(clips, references) if not clip.real}
     report, failed = {}, []
     for fmt, precision in manifest.variants():
         engine = InferenceEngine(bundle_dir, manifest, fmt, precision, num_threads=1)
@@ -139,4 +134,4 @@ def check_parity(model, bundle_dir: Path, manifest, clips: list[ParityClip], for
     if failed and not force:
         raise ParityError("export missed its parity gate: " + "; ".join(failed) +
                           ". Pass force=True (--force) to write the bundle anyway, marked as failed.")
-    return report
+    return report, stored

@@ -9,6 +9,7 @@ import numpy as np
 from .errors import InvalidAudioError
 from .frontend import SAMPLE_RATE_HZ
 
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif"}
 MIN_RATE_HZ = 8000
 MAX_RATE_HZ = 192000
 # Float audio whose peak is above this is almost surely integer PCM stored as float.

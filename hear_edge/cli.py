@@ -166,6 +166,46 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from .finetune import finetune
+
+    result = finetune(args.data_dir, args.output, init=args.init, config=args.config,
+                      freeze_acoustic=args.freeze_acoustic, epochs=args.epochs, seed=args.seed,
+                      batch_size=args.batch_size, learning_rate=args.lr, device=args.device)
+    for h in result.history:
+        print(f"epoch {h['epoch']}: train loss {h['train_loss']:.4f}, validation accuracy {h['val_accuracy']:.4f}")
+    print(f"best epoch {result.best_epoch} ({result.best_val_accuracy:.4f}) -> {result.checkpoint}")
+    print(f"export it with: hear-edge export {result.checkpoint} -o {Path(result.checkpoint).with_suffix('.hearedge')}"
+          f" --config {result.config_file} --labels {result.labels_file}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import compare, markdown_table, plot, run_bench
+
+    report = run_bench(args.bundle, checkpoint=args.checkpoint, config=args.config, backends=args.backend,
+                       precisions=args.precision, threads=args.threads, quick=args.quick)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown_table(report)
+    (out / "bench.md").write_text(table + "\n")
+    plots = plot(report, out)
+    print(table)
+    print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}" + "".join(f", {p}" for p in plots))
+    status = 0
+    failed = [r["name"] for r in report["rows"] if not r["parity"]["passed"]]
+    if failed:
+        print(f"parity FAILED (no speed reported) for: {', '.join(failed)}", file=sys.stderr)
+        status = 1
+    if args.compare:
+        regressions = compare(report, json.loads(Path(args.compare).read_text()), args.threshold)
+        for line in regressions:
+            print(f"regression: {line}", file=sys.stderr)
+        status = status or (1 if regressions else 0)
+    return status
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", help="bundle folder (default: the bundle shipped with hear-edge)")
     parser.add_argument("--backend", default="auto", choices=["auto", "onnx", "litert"])
@@ -203,6 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     export.set_defaults(run=_export, default_verbose=True)
 
+    tune = commands.add_parser("finetune", help="train on folders of labelled audio (needs torch)")
+    tune.add_argument("data_dir", help="one folder per label (or train/ and val/ folders holding them)")
+    tune.add_argument("-o", "--output", required=True, help="checkpoint to write (official HEAR keys)")
+    tune.add_argument("--init", help="official checkpoint to start from: full or acoustic-model file")
+    tune.add_argument("--config", help="official config.json for the sizes (from scratch)")
+    tune.add_argument("--freeze-acoustic", action="store_true", help="train the task model and head only")
+    tune.add_argument("--epochs", type=int, default=10)
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--batch-size", type=int, default=32)
+    tune.add_argument("--lr", type=float, help="learning rate (default 1e-4 with --init, else 5e-4)")
+    tune.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda")
+    tune.set_defaults(run=_finetune, default_verbose=True)
+
     classify = commands.add_parser("classify", help="classify audio files")
     classify.add_argument("files", nargs="+", metavar="FILE")
     _add_model_options(classify)
@@ -223,6 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(embed)
     embed.add_argument("-o", "--output", help="write scene, frames, frame_times_s to this .npz")
     embed.set_defaults(run=_embed)
+
+    bench = commands.add_parser("bench", help="latency, RTF, streaming, memory, size and parity per backend")
+    bench.add_argument("--bundle", help="bundle folder (default: the shipped one)")
+    bench.add_argument("--checkpoint", help="the bundle's source checkpoint: adds the PyTorch eager rows "
+                                            "and checks parity against them live (needs torch)")
+    bench.add_argument("--config", help="config.json for --checkpoint")
+    bench.add_argument("--backend", action="append", choices=["onnx", "litert"], help="default: all installed")
+    bench.add_argument("--precision", action="append", choices=["fp32", "int8"], help="default: all in the bundle")
+    bench.add_argument("--threads", type=int, action="append", help="default: 1 and all cores")
+    bench.add_argument("--quick", action="store_true", help="1 s and 10 s clips, few repeats (CI)")
+    bench.add_argument("--out", default="bench-results", help="folder for bench.json, bench.md and plots")
+    bench.add_argument("--compare", help="an older bench.json: flag rows slower by more than --threshold")
+    bench.add_argument("--threshold", type=float, default=0.10, help="regression threshold (default 0.10)")
+    bench.set_defaults(run=_bench, default_verbose=True)
 
     info = commands.add_parser("info", help="labels, graphs, sizes and parity figures of a bundle")
     info.add_argument("bundle", nargs="?", help="bundle folder (default: the shipped one)")

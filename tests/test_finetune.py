@@ -1,0 +1,80 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile
+
+torch = pytest.importorskip("torch")
+
+from conftest import TINY_GOLDEN  # noqa: E402
+from hear_edge import HearEdge  # noqa: E402
+from hear_edge.export import export_bundle  # noqa: E402
+from hear_edge.finetune import finetune, read_labelled_folders  # noqa: E402
+from hear_edge.model import load_checkpoint  # noqa: E402
+
+
+def _make_tone_set(root, per_class=12, seed=0):
+    """Three easy classes: a low tone, a high tone, noise; at varied levels, lengths and phases."""
+    rng = np.random.default_rng(seed)
+    for label in ("low", "high", "noise"):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            n = int(rng.uniform(0.6, 1.2) * 16000)
+            t = np.arange(n) / 16000
+            if label == "noise":
+                wave = rng.standard_normal(n) * 0.2
+            else:
+                freq = rng.uniform(200, 400) if label == "low" else rng.uniform(3000, 5000)
+                wave = 0.3 * np.sin(2 * np.pi * freq * t + rng.uniform(0, 6)) + 0.01 * rng.standard_normal(n)
+            soundfile.write(root / label / f"{i}.wav", (wave * rng.uniform(0.3, 1.0)).astype(np.float32), 16000)
+
+
+@pytest.fixture(scope="module")
+def tone_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tones")
+    _make_tone_set(root)
+    return root
+
+
+def test_finetuning_a_tiny_config_learns_and_exports(tone_set, tmp_path):
+    config = json.loads((TINY_GOLDEN / "config.json").read_text())
+    output = tmp_path / "model.pt"
+    result = finetune(tone_set, output, config=config, epochs=6, batch_size=8, learning_rate=3e-3, seed=0,
+                      device="cpu", progress=False)
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert result.best_val_accuracy >= 0.8 and output.is_file()
+    assert result.labels_file.read_text().split() == ["high", "low", "noise"]
+    model = load_checkpoint(output, result.config_file)
+    assert model.decoder.out.out_features == 3
+    bundle = tmp_path / "tones.hearedge"
+    export_bundle(output, bundle, config=result.config_file, labels=result.labels_file, formats=["onnx"])
+    runtime = HearEdge.load(bundle, precision="fp32")
+    t = np.arange(16000) / 16000
+    assert runtime.classify(0.3 * np.sin(2 * np.pi * 4000 * t), 16000).top.label == "high"
+    assert runtime.classify(0.3 * np.sin(2 * np.pi * 300 * t), 16000).top.label == "low"
+
+
+def test_finetuning_is_deterministic_for_a_seed(tone_set, tmp_path):
+    config = json.loads((TINY_GOLDEN / "config.json").read_text())
+    runs = [finetune(tone_set, tmp_path / f"{i}.pt", config=config, epochs=1, batch_size=8, seed=3, device="cpu",
+                     progress=False) for i in range(2)]
+    assert runs[0].history[0]["train_loss"] == runs[1].history[0]["train_loss"]
+    first, second = (torch.load(r.checkpoint, weights_only=True) for r in runs)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_finetuning_from_an_acoustic_model_file_with_a_frozen_backbone(tone_set, tmp_path):
+    before = torch.load(TINY_GOLDEN / "acoustic_model_state_dict.pt", weights_only=True)
+    result = finetune(tone_set, tmp_path / "m.pt", init=TINY_GOLDEN / "acoustic_model_state_dict.pt",
+                      config=TINY_GOLDEN / "config.json", freeze_acoustic=True, epochs=1, batch_size=8,
+                      device="cpu", progress=False)
+    after = torch.load(result.checkpoint, weights_only=True)
+    for key, value in before.items():
+        assert torch.equal(after[f"acoustic_model.{key}"], value), key
+
+
+def test_reading_labelled_folders(tone_set):
+    data = read_labelled_folders(tone_set)
+    assert data.labels == ["high", "low", "noise"] and len(data.clips) == 36
+    assert all(c.dtype == np.float32 and c.ndim == 1 for c in data.clips)

@@ -1,0 +1,116 @@
+"""The keyword-set builder (examples/kws/kws.py): deterministic per seed, split by voice and noise."""
+
+import csv
+import hashlib
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "examples" / "kws"))
+import kws  # noqa: E402
+
+
+def _speakers_by_split():
+    found = {}
+    for engine, voice in kws._speakers():
+        speaker = f"{engine}:{voice}"
+        found.setdefault(kws.split_of_speaker(speaker), []).append((engine, voice, speaker))
+    return found
+
+
+def _noise_names_by_split(count=3):
+    found = {}
+    for i in range(400):
+        path = f"synthetic/noise_{i:03d}.flac"
+        split = kws.split_of_noise(path)
+        if len(found.setdefault(split, [])) < count:
+            found[split].append(path)
+    return found
+
+
+@pytest.fixture(scope="module")
+def mini_sources(tmp_path_factory):
+    """A few 'utterances' per word and speaker (tone sweeps standing in for TTS) and noise files."""
+    root = tmp_path_factory.mktemp("kws_sources")
+    words, noise = root / "words", root / "noise"
+    rng = np.random.default_rng(0)
+    rows = []
+    for split, speakers in _speakers_by_split().items():
+        for engine, voice, speaker in speakers[:2]:
+            for word in kws.KEYWORDS + kws.UNKNOWN_WORDS:
+                path = f"{word}/{engine}-{voice}-00.flac"
+                (words / word).mkdir(parents=True, exist_ok=True)
+                t = np.arange(int(rng.uniform(0.3, 0.7) * 16000)) / 16000
+                tone = 0.5 * np.sin(2 * np.pi * rng.uniform(150, 600) * t * (1 + t))
+                soundfile.write(words / path, tone, 16000, subtype="PCM_16")
+                rows.append({"path": path, "word": word, "engine": engine, "voice": voice, "speaker": speaker,
+                             "split": split})
+    with open(words / "utterances.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "word", "engine", "voice", "speaker", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    noise_rows = []
+    for split, paths in _noise_names_by_split().items():
+        for path in paths:
+            (noise / path).parent.mkdir(parents=True, exist_ok=True)
+            soundfile.write(noise / path, 0.1 * rng.standard_normal(32000), 16000, subtype="PCM_16")
+            noise_rows.append({"path": path, "source": "synthetic", "license": "CC0", "kind": "noise",
+                               "split": split})
+    with open(noise / "noises.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "source", "license", "kind", "split"])
+        writer.writeheader()
+        writer.writerows(noise_rows)
+    return words, noise
+
+
+def _digest(folder):
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.wav")):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_build_is_deterministic_per_seed(mini_sources, tmp_path):
+    words, noise = mini_sources
+    counts = {"train": 3, "val": 1, "test": 2}
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        kws.build(tmp_path / name, words, noise, counts, seed=seed, progress=False)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+    clips = sorted((tmp_path / "a").rglob("*.wav"))
+    assert len(clips) == 6 * len(kws.LABELS)
+    audio, rate = soundfile.read(clips[0])
+    assert rate == 16000 and audio.shape == (16000,)
+
+
+def test_test_voices_and_noises_never_reach_training(mini_sources, tmp_path):
+    words, noise = mini_sources
+    kws.build(tmp_path / "set", words, noise, {"train": 6, "val": 2, "test": 6}, seed=0, progress=False)
+    with open(tmp_path / "set" / "metadata.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    by_split = {}
+    for row in rows:
+        by_split.setdefault(row["split"], []).append(row)
+    for split, members in by_split.items():
+        for row in members:
+            if row["speaker"]:
+                assert kws.split_of_speaker(row["speaker"]) == split
+            if row["noise"] and not row["noise"].startswith("colored:"):
+                assert kws.split_of_noise(row["noise"]) == split
+    train_speakers = {r["speaker"] for r in by_split["train"] if r["speaker"]}
+    test_speakers = {r["speaker"] for r in by_split["test"] if r["speaker"]}
+    assert train_speakers and test_speakers and not train_speakers & test_speakers
+
+
+def test_whole_voice_families_are_held_out():
+    families = {}
+    for engine, voice in kws._speakers():
+        speaker = f"{engine}:{voice}"
+        families.setdefault(kws.speaker_family(speaker), set()).add(kws.split_of_speaker(speaker))
+    assert all(len(splits) == 1 for splits in families.values())  # a family never straddles splits
+    assert {"train", "val", "test"} <= set().union(*families.values())
