@@ -137,7 +137,9 @@ def test_seven_class_custom_head_exports_and_classifies(tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"sound_{i}" for i in range(7)))
     bundle = tmp_path / "custom.hearedge"
-    manifest = export_bundle(checkpoint, bundle, labels=labels, formats=["onnx"], calibration=REAL_AUDIO)
+    # fp32 only: a random head's near-tied logits make int8 agreement a coin toss (gated elsewhere)
+    manifest = export_bundle(checkpoint, bundle, labels=labels, formats=["onnx"], precisions=["fp32"],
+                             calibration=REAL_AUDIO)
     assert manifest.labels == [f"sound_{i}" for i in range(7)] and manifest.parity["passed"]
     golden = np.load(TINY_GOLDEN / "clip_10s.npz")
     outputs = _engine(bundle, "onnx", "fp32").run(*compute_features(golden["wav"]))
