@@ -21,6 +21,9 @@ class OnnxSession(GraphSession):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # The arena would keep the largest clip's activations resident; without it a 10 s clip
+        # peaks 40 MB lower at the same speed (measured with the shipped bundle).
+        options.enable_cpu_mem_arena = False
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own untyped exceptions for bad files

@@ -74,3 +74,18 @@ def test_plots_and_cli_outputs(quick_report, tmp_path):
     paths = plot(quick_report, tmp_path)
     assert [p.name for p in paths] == ["latency.png", "rtf.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_bench_quick_command_on_the_shipped_bundle(tmp_path):
+    """What CI and the ARM workflow run: the default bundle against its stored reference outputs."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench"
+    result = subprocess.run([sys.executable, "-m", "hear_edge.cli", "bench", "--quick", "--threads", "1",
+                             "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "bench.json").read_text())
+    assert [r["name"] for r in report["rows"]] == ["onnx int8 x1"]
+    assert report["rows"][0]["parity"]["passed"] and report["rows"][0]["latency"]["10"]["rtf"] > 0
+    assert (out / "bench.md").read_text().startswith("| row | parity |")
