@@ -47,7 +47,6 @@ def model_flops(manifest, seconds: float) -> float:
     config = manifest.provenance["config"]
     acoustic, task = config["acoustic_model"], config["task_model"]
     hidden, inner, layers = acoustic["hidden_size"], acoustic["intermediate_size"], acoustic["num_transformer_layers"]
-    head = hidden // acoustic["num_attention_heads"]
     mel_frames = int(seconds * 16000) // 160 + 1
     frames = mel_frames // 2
     from .windows import plan_windows
@@ -87,8 +86,6 @@ def _percentile(values, q):
 
 def _child_main(args: dict, started: float) -> dict:
     """One row, in its own process: cold start, latencies, streaming, parity outputs."""
-    import numpy as np  # noqa: F811
-
     lengths, repeats = args["lengths"], args["repeats"]
     if args["kind"] == "pytorch":
         import torch

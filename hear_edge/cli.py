@@ -85,8 +85,6 @@ def _classify(args: argparse.Namespace) -> int:
 def _stream(args: argparse.Namespace) -> int:
     import time
 
-    import numpy as np
-
     model = _load_model(args)
     stream = model.create_stream(hop_seconds=args.hop, context_seconds=args.context, max_results=args.top_k)
 
@@ -116,8 +114,12 @@ def _stream(args: argparse.Namespace) -> int:
 
     from .audio import read_audio
 
-    read_audio(args.file) if not Path(args.file).is_file() else None
-    with soundfile.SoundFile(args.file) as handle:
+    try:
+        handle = soundfile.SoundFile(args.file)
+    except (RuntimeError, soundfile.LibsndfileError, OSError):
+        read_audio(args.file)  # raises the precise error: missing, not a file, or not audio
+        raise
+    with handle:
         rate, block_frames = handle.samplerate, max(1, handle.samplerate // 10)
         started = time.perf_counter()
         sent = 0

@@ -1,6 +1,5 @@
 import json
 import pathlib
-import shutil
 
 import numpy as np
 import pytest
