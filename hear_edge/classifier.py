@@ -13,7 +13,8 @@ import numpy as np
 
 from .audio import check_array, check_sample_rate, read_audio
 from .bundle import FORMAT_BACKEND, Manifest, read_manifest
-from .errors import AudioTooShortError, BundleError, HearEdgeError, InvalidAudioError, LabelError
+from .errors import (AudioTooShortError, BundleError, HearEdgeError, InvalidArgumentError, InvalidAudioError,
+                     LabelError)
 from .frontend import SAMPLE_RATE_HZ, LogMelFrontend
 from .inference import ClipOutputs, InferenceEngine
 
@@ -88,11 +89,12 @@ class _ResultFilter:
     def __init__(self, labels: list[str], max_results, score_threshold, allowlist, denylist):
         if max_results is not None and (isinstance(max_results, bool) or not isinstance(max_results, int)
                                         or max_results < 1):
-            raise ValueError(f"max_results must be an int >= 1 (or None for every label), got {max_results!r}.")
+            raise InvalidArgumentError(
+                f"max_results must be an int >= 1 (or None for every label), got {max_results!r}.")
         if score_threshold is not None and not 0.0 <= float(score_threshold) <= 1.0:
-            raise ValueError(f"score_threshold is a probability in [0, 1], got {score_threshold!r}.")
+            raise InvalidArgumentError(f"score_threshold is a probability in [0, 1], got {score_threshold!r}.")
         if allowlist is not None and denylist is not None:
-            raise ValueError("give allowlist or denylist, not both.")
+            raise InvalidArgumentError("give allowlist or denylist, not both.")
         chosen = allowlist if allowlist is not None else denylist
         if chosen is not None:
             if isinstance(chosen, str) or not isinstance(chosen, (Sequence, set, frozenset)):
@@ -153,9 +155,9 @@ class HearEdge:
         manifest = read_manifest(bundle_dir)
         formats = {"onnx": "onnx", "litert": "tflite"}
         if backend not in ("auto", *formats):
-            raise ValueError(f"backend must be 'auto', 'onnx' or 'litert', got {backend!r}.")
+            raise InvalidArgumentError(f"backend must be 'auto', 'onnx' or 'litert', got {backend!r}.")
         if precision not in ("auto", "fp32", "int8"):
-            raise ValueError(f"precision must be 'auto', 'fp32' or 'int8', got {precision!r}.")
+            raise InvalidArgumentError(f"precision must be 'auto', 'fp32' or 'int8', got {precision!r}.")
         variants = manifest.variants()
         if backend == "auto":
             usable = [name for name, fmt in formats.items()
@@ -262,7 +264,7 @@ class HearEdge:
         Raises:
             InvalidAudioError: empty, non-finite, wrongly shaped or typed audio; a missing or
                 unsupported sample rate; a path that does not exist or is not audio.
-            LabelError / ValueError: bad max_results, threshold, allowlist or denylist.
+            LabelError, InvalidArgumentError: bad max_results, threshold, allowlist or denylist.
         """
         keep = _ResultFilter(self.labels, max_results, score_threshold, allowlist, denylist)
         started = time.perf_counter()

@@ -11,6 +11,10 @@ class InvalidAudioError(HearEdgeError, ValueError):
     """Audio that cannot be classified as given (empty, NaN, wrong dtype, rank or rate)."""
 
 
+class InvalidArgumentError(HearEdgeError, ValueError):
+    """An option out of its range: max_results, thresholds, list filters, backend, stream timing."""
+
+
 class AudioTooShortError(InvalidAudioError):
     """Audio shorter than the frontend can frame."""
 

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from .audio import check_sample_rate, scale_pcm
-from .errors import InvalidAudioError
+from .errors import InvalidArgumentError, InvalidAudioError
 from .frontend import SAMPLE_RATE_HZ
 
 _HOP = 160
@@ -28,12 +28,12 @@ _HALF_WINDOW = 200
 
 def _to_samples(seconds, name: str, minimum_s: float, maximum_s: float) -> int:
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number of seconds, got {seconds!r}.")
+        raise InvalidArgumentError(f"{name} must be a number of seconds, got {seconds!r}.")
     if not minimum_s <= seconds <= maximum_s:
-        raise ValueError(f"{name} must be between {minimum_s} and {maximum_s} s, got {seconds}.")
+        raise InvalidArgumentError(f"{name} must be between {minimum_s} and {maximum_s} s, got {seconds}.")
     hops = round(seconds * SAMPLE_RATE_HZ / _HOP)
     if abs(hops * _HOP - seconds * SAMPLE_RATE_HZ) > 1e-6:
-        raise ValueError(f"{name} must be a multiple of 10 ms (the frame hop), got {seconds}.")
+        raise InvalidArgumentError(f"{name} must be a multiple of 10 ms (the frame hop), got {seconds}.")
     return hops * _HOP
 
 
@@ -45,7 +45,7 @@ class ClassificationStream:
         self.hop_samples = _to_samples(hop_seconds, "hop_seconds", 0.05, 30.0)
         self.context_samples = _to_samples(context_seconds, "context_seconds", 0.05, 30.0)
         if self.hop_samples > self.context_samples:
-            raise ValueError(f"hop_seconds ({hop_seconds}) must not exceed context_seconds ({context_seconds}): "
+            raise InvalidArgumentError(f"hop_seconds ({hop_seconds}) must not exceed context_seconds ({context_seconds}): "
                              f"audio between windows would never be classified.")
         self._keep = keep
         self._frontend = model.frontend

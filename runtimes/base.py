@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hear_edge.errors import BackendUnavailableError, BundleError
+from hear_edge.errors import BackendUnavailableError, BundleError, InvalidArgumentError
 
 # backend name -> (module inside hear_edge.runtimes, the package it needs, the pip extra)
 _BACKENDS = {
@@ -47,13 +47,13 @@ def available_backends() -> list[str]:
 
 def open_graph(backend: str, path: str | Path, input_names, output_names, num_threads: int = 1) -> GraphSession:
     if backend not in _BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(_BACKENDS)}.")
+        raise InvalidArgumentError(f"unknown backend {backend!r}; expected one of {sorted(_BACKENDS)}.")
     module_name, package, extra = _BACKENDS[backend]
     if not backend_installed(backend):
         raise BackendUnavailableError(f"the {backend} backend needs the {package} package, which is not "
                                       f"installed. Install it with: pip install '{extra}'")
     if not isinstance(num_threads, int) or num_threads < 1:
-        raise ValueError(f"num_threads must be a positive int, got {num_threads!r}.")
+        raise InvalidArgumentError(f"num_threads must be a positive int, got {num_threads!r}.")
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"graph file {path} is missing.")

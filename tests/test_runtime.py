@@ -10,7 +10,7 @@ import soundfile
 
 from conftest import REPO_ROOT, TINY_CASES, TINY_GOLDEN, TINY_LABELS
 from hear_edge import HearEdge, hear_api
-from hear_edge.errors import AudioTooShortError, BundleError, InvalidAudioError, LabelError
+from hear_edge.errors import AudioTooShortError, BundleError, InvalidArgumentError, InvalidAudioError, LabelError
 
 FP32_BOUND = 1e-3
 
@@ -202,10 +202,19 @@ def test_stream_rejects_a_rate_change_and_reset_allows_it(onnx_model):
 
 
 def test_stream_parameters_are_checked(onnx_model):
-    with pytest.raises(ValueError, match=r"hop_seconds must be a multiple of 10 ms"):
+    with pytest.raises(InvalidArgumentError, match=r"hop_seconds must be a multiple of 10 ms"):
         onnx_model.create_stream(hop_seconds=0.123)
-    with pytest.raises(ValueError, match=r"must not exceed context_seconds"):
+    with pytest.raises(InvalidArgumentError, match=r"must not exceed context_seconds"):
         onnx_model.create_stream(hop_seconds=2.0, context_seconds=1.0)
+    with pytest.raises(InvalidArgumentError, match=r"score_threshold is a probability in \[0, 1\], got 2"):
+        onnx_model.create_stream(score_threshold=2)
+
+
+def test_load_options_are_checked(tiny_bundle):
+    with pytest.raises(InvalidArgumentError, match=r"backend must be 'auto', 'onnx' or 'litert', got 'tensorrt'"):
+        HearEdge.load(tiny_bundle, backend="tensorrt")
+    with pytest.raises(InvalidArgumentError, match=r"num_threads must be a positive int, got 0"):
+        HearEdge.load(tiny_bundle, backend="onnx", num_threads=0)
 
 
 def test_filters_max_results_threshold_allow_and_deny(onnx_model):
@@ -240,9 +249,10 @@ def test_filters_max_results_threshold_allow_and_deny(onnx_model):
     (lambda m: m.classify(TINY_GOLDEN / "config.json"), InvalidAudioError, r"is not audio that soundfile can read"),
     (lambda m: m.classify(np.zeros(16000, np.float32), 16000, allowlist=["nope"]), LabelError,
      r"allowlist names labels the model does not have: \['nope'\]"),
-    (lambda m: m.classify(np.zeros(16000, np.float32), 16000, max_results=0), ValueError,
+    (lambda m: m.classify(np.zeros(16000, np.float32), 16000, max_results=0), InvalidArgumentError,
      r"max_results must be an int >= 1"),
-    (lambda m: m.classify(np.zeros(16000, np.float32), 16000, allowlist=["alpha"], denylist=["beta"]), ValueError,
+    (lambda m: m.classify(np.zeros(16000, np.float32), 16000, allowlist=["alpha"], denylist=["beta"]),
+     InvalidArgumentError,
      r"give allowlist or denylist, not both"),
     (lambda m: m.classify(np.ones(300, np.float32) * 0.1, 16000), AudioTooShortError,
      r"18\.8 ms long; HEAR needs at least 513 samples"),
