@@ -21,6 +21,16 @@ def full_golden() -> Path:
         pytest.skip(f"the full-size golden set lives in ../shared ({path}), absent here")
     return path
 
+# Prepended to a child's script: any import of torch or tensorflow fails there.
+BLOCK_TORCH = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'tensorflow'):
+            raise ImportError('blocked by test: ' + name)
+sys.meta_path.insert(0, Block())
+"""
+
 REAL_AUDIO = REPO_ROOT / "tests" / "data" / "real"
 TINY_LABELS = ["alpha", "beta", "gamma", "delta", "epsilon"]
 

@@ -1,14 +1,7 @@
 import subprocess
 import sys
 
-BLOCK_TORCH = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('torch', 'tensorflow'):
-            raise ImportError('blocked by test: ' + name)
-sys.meta_path.insert(0, Block())
-"""
+from conftest import BLOCK_TORCH
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

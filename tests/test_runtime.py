@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import REPO_ROOT, TINY_CASES, TINY_GOLDEN, TINY_LABELS
+from conftest import BLOCK_TORCH, REPO_ROOT, TINY_CASES, TINY_GOLDEN, TINY_LABELS
 from hear_edge import HearEdge, hear_api
 from hear_edge.errors import AudioTooShortError, BundleError, InvalidArgumentError, InvalidAudioError, LabelError
 
@@ -316,13 +316,8 @@ def test_hear_api_returns_torch_for_torch_input(tiny_bundle):
     assert isinstance(frames, torch.Tensor) and frames.dtype == torch.float32 and frames.shape == (1, 50, 32)
 
 
-NO_TORCH = """
+NO_TORCH = BLOCK_TORCH + """
 import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('torch', 'tensorflow'):
-            raise ImportError('blocked by test: ' + name)
-sys.meta_path.insert(0, Block())
 import numpy as np
 from hear_edge import HearEdge
 for backend in ('onnx', 'litert'):
