@@ -54,7 +54,6 @@ def _task_buckets(model) -> list[int]:
 
 def export_onnx(model, out_dir: Path, precisions) -> list[GraphSpec]:
     window_graph, task_graph = AcousticWindowGraph(model).eval(), TaskGraph(model).eval()
-    specs = []
     fp32 = {"acoustic_window": out_dir / "acoustic_window.fp32.onnx", "task": out_dir / "task.fp32.onnx"}
     started = time.perf_counter()
     with warnings.catch_warnings(), torch.no_grad():
@@ -69,11 +68,19 @@ def export_onnx(model, out_dir: Path, precisions) -> list[GraphSpec]:
                           output_names=list(TASK_OUTPUTS),
                           dynamic_axes={"acoustic": {1: "frames"}, "spectrum_pairs": {1: "frames"}})
     logger.info("onnx fp32 graphs exported in %.1f s", time.perf_counter() - started)
-    if "fp32" in precisions:
-        specs += [_graph_spec(model, role, "onnx", "fp32", path) for role, path in fp32.items()]
-    if "int8" in precisions:
-        specs += [_graph_spec(model, role, "onnx", "int8", quantize_onnx(path, out_dir / f"{role}.int8.onnx"))
-                  for role, path in fp32.items()]
+    return _graph_specs(model, "onnx", fp32, precisions, quantize_onnx)
+
+
+def _graph_specs(model, fmt: str, fp32: dict[str, Path], precisions, quantize, task_buckets=None) -> list[GraphSpec]:
+    """Specs of the fp32 graphs and of their int8 versions; fp32 files not asked for are removed."""
+    specs = []
+    for precision in ("fp32", "int8"):
+        if precision not in precisions:
+            continue
+        for role, path in fp32.items():
+            if precision == "int8":
+                path = quantize(path, path.with_name(f"{role}.int8{path.suffix}"))
+            specs.append(_graph_spec(model, role, fmt, precision, path, task_buckets if role == "task" else None))
     if "fp32" not in precisions:
         for path in fp32.values():
             path.unlink()
@@ -127,19 +134,7 @@ def export_tflite(model, out_dir: Path, precisions) -> list[GraphSpec]:
                      else converter.signature(f"task_{frames}", task_graph, example))
     converter.convert().export(str(fp32["task"]))
     logger.info("tflite fp32 graphs converted in %.0f s", time.perf_counter() - started)
-    specs = []
-    if "fp32" in precisions:
-        specs.append(_graph_spec(model, "acoustic_window", "tflite", "fp32", fp32["acoustic_window"]))
-        specs.append(_graph_spec(model, "task", "tflite", "fp32", fp32["task"], buckets))
-    if "int8" in precisions:
-        specs.append(_graph_spec(model, "acoustic_window", "tflite", "int8",
-                                 quantize_tflite(fp32["acoustic_window"], out_dir / "acoustic_window.int8.tflite")))
-        specs.append(_graph_spec(model, "task", "tflite", "int8",
-                                 quantize_tflite(fp32["task"], out_dir / "task.int8.tflite"), buckets))
-    if "fp32" not in precisions:
-        for path in fp32.values():
-            path.unlink()
-    return specs
+    return _graph_specs(model, "tflite", fp32, precisions, quantize_tflite, buckets)
 
 
 def quantize_tflite(fp32_path: Path, int8_path: Path) -> Path:

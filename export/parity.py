@@ -11,6 +11,7 @@ import torch
 
 from hear_edge import signals
 from hear_edge.audio import AUDIO_SUFFIXES, load_input
+from hear_edge.bench import cosine
 from hear_edge.errors import HearEdgeError, ParityError
 from hear_edge.frontend import compute_features
 from hear_edge.inference import InferenceEngine
@@ -68,17 +69,12 @@ def reference_outputs(model, clip: ParityClip) -> tuple[np.ndarray, np.ndarray]:
     return logits, acoustic[0].numpy()
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
-
-
 def measure_variant(engine: InferenceEngine, clips: list[ParityClip], references) -> dict:
     logit_diffs, cosines, agree, agree_real, disagreements = [], [], [], [], []
     for clip, (ref_logits, ref_acoustic) in zip(clips, references):
         outputs = engine.run(*compute_features(clip.waveform))
         logit_diffs.append(float(np.abs(outputs.logits - ref_logits).max()))
-        cosines.append(_cosine(outputs.acoustic, ref_acoustic))
+        cosines.append(cosine(outputs.acoustic, ref_acoustic))
         same = int(np.argmax(outputs.logits) == np.argmax(ref_logits))
         agree.append(same)
         if clip.real:

@@ -183,8 +183,9 @@ def _run_child(args: dict, timeout: int = 1800) -> dict:
     raise HearEdgeError(f"benchmark row {args.get('name')} failed:\n{out.stderr[-3000:]}")
 
 
-def _cosine(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+def cosine(a, b) -> float:
+    """Cosine similarity of two arrays, flattened, in float64."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
 
 
@@ -194,10 +195,10 @@ def _parity(outputs: dict, reference: dict, precision: str) -> dict:
         return {"passed": False, "reason": "no reference outputs to compare with"}
     diff = max(float(np.abs(np.subtract(outputs[n]["logits"], reference[n]["logits"])).max()) for n in names)
     agree = float(np.mean([np.argmax(outputs[n]["logits"]) == np.argmax(reference[n]["logits"]) for n in names]))
-    cosine = min(_cosine(outputs[n]["acoustic_mean"], reference[n]["acoustic_mean"]) for n in names)
+    cosine_min = min(cosine(outputs[n]["acoustic_mean"], reference[n]["acoustic_mean"]) for n in names)
     passed = diff <= FP32_LOGIT_BOUND if precision == "fp32" else (
-        cosine >= INT8_MIN_COSINE and agree >= INT8_MIN_AGREEMENT)
-    return {"clips": names, "max_abs_logit_diff": diff, "top1_agreement": agree, "embedding_cosine_min": cosine,
+        cosine_min >= INT8_MIN_COSINE and agree >= INT8_MIN_AGREEMENT)
+    return {"clips": names, "max_abs_logit_diff": diff, "top1_agreement": agree, "embedding_cosine_min": cosine_min,
             "passed": bool(passed)}
 
 

@@ -162,17 +162,21 @@ def speaker_family(speaker: str) -> str:
     return f"{engine}:{voice}"
 
 
-def split_of_speaker(speaker: str) -> str:
-    """Deterministic split of a speaker ('engine:voice'), by family."""
-    fam = speaker_family(speaker)
-    if fam in SPEAKER_FAMILY_PINS:
-        return SPEAKER_FAMILY_PINS[fam]
-    u = _u01(SPLIT_SALT + "/speaker/" + fam)
-    if u < SPEAKER_TEST_FRAC:
+def _pinned_or_hashed_split(kind: str, key: str, pins: dict, test_frac: float, val_frac: float) -> str:
+    if key in pins:
+        return pins[key]
+    u = _u01(SPLIT_SALT + f"/{kind}/" + key)
+    if u < test_frac:
         return "test"
-    if u < SPEAKER_TEST_FRAC + SPEAKER_VAL_FRAC:
+    if u < test_frac + val_frac:
         return "val"
     return "train"
+
+
+def split_of_speaker(speaker: str) -> str:
+    """Deterministic split of a speaker ('engine:voice'), by family."""
+    return _pinned_or_hashed_split("speaker", speaker_family(speaker), SPEAKER_FAMILY_PINS,
+                                   SPEAKER_TEST_FRAC, SPEAKER_VAL_FRAC)
 
 
 def noise_key(path) -> str:
@@ -183,15 +187,7 @@ def noise_key(path) -> str:
 
 def split_of_noise(path) -> str:
     """Deterministic split of a noise recording or RIR, keyed by '<source dir>/<stem>'."""
-    key = noise_key(path)
-    if key in NOISE_PINS:
-        return NOISE_PINS[key]
-    u = _u01(SPLIT_SALT + "/noise/" + key)
-    if u < NOISE_TEST_FRAC:
-        return "test"
-    if u < NOISE_TEST_FRAC + NOISE_VAL_FRAC:
-        return "val"
-    return "train"
+    return _pinned_or_hashed_split("noise", noise_key(path), NOISE_PINS, NOISE_TEST_FRAC, NOISE_VAL_FRAC)
 
 
 # --------------------------------------------------------------------------------------------
