@@ -134,7 +134,8 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
                 "versions": _versions(),
                 "onnx_opset": ONNX_OPSET,
                 "int8": {"onnx": "quantize_dynamic QUInt8 weights per channel, dynamic uint8 activations; "
-                                 "Spectrogram Mixture gate and mixture matmuls kept fp32",
+                                 "Spectrogram Mixture gate and mixture matmuls kept float; float weights of "
+                                 "16384+ elements stored fp16, cast to fp32 at load",
                          "tflite": "ai-edge-quantizer dynamic_wi8_afp32"},
             },
         )

@@ -42,23 +42,40 @@ print("BENCH-RESULT " + json.dumps(result))
 """
 
 
+def acoustic_window_macs(acoustic: dict, frames: int) -> float:
+    """Multiply-accumulates of one Acoustic Model window of `frames` frames, per-layer sizes included."""
+    hidden, layers = acoustic["hidden_size"], acoustic["num_transformer_layers"]
+    head_size = hidden // acoustic["num_attention_heads"]
+    heads = acoustic.get("layer_attention_heads") or [acoustic["num_attention_heads"]] * layers
+    inners = acoustic.get("layer_intermediate_sizes") or [acoustic["intermediate_size"]] * layers
+    macs = frames * 2 * 128 * hidden  # conv front end
+    for layer_heads, inner in zip(heads, inners):
+        width = layer_heads * head_size
+        macs += 4 * frames * hidden * width  # q, k, v, out
+        macs += 2 * frames * frames * width  # content scores and weighted values
+        macs += 2 * frames * frames * width  # the Shaw position terms, as the official gather computes them
+        macs += 2 * frames * hidden * inner  # FFN
+    return float(macs)
+
+
+def acoustic_macs(acoustic: dict, seconds: float, window_frames: int, overlap_frames: int) -> float:
+    """Acoustic Model multiply-accumulates for a clip of `seconds`, window by window as the runtime runs it."""
+    from .windows import plan_windows
+
+    frames = (int(seconds * 16000) // 160 + 1) // 2
+    windows = plan_windows(frames, window_frames, overlap_frames)
+    return sum(acoustic_window_macs(acoustic, window_frames if len(windows) > 1 else valid)
+               for _, valid in windows)
+
+
 def model_flops(manifest, seconds: float) -> float:
     """Matrix-multiply FLOPs (2 per multiply-accumulate) of one clip, as HEAR computes it."""
     config = manifest.provenance["config"]
     acoustic, task = config["acoustic_model"], config["task_model"]
-    hidden, inner, layers = acoustic["hidden_size"], acoustic["intermediate_size"], acoustic["num_transformer_layers"]
+    hidden = acoustic["hidden_size"]
     mel_frames = int(seconds * 16000) // 160 + 1
     frames = mel_frames // 2
-    from .windows import plan_windows
-
-    windows = plan_windows(frames, manifest.window_frames, manifest.overlap_frames)
-    macs = 0.0
-    for _, valid in windows:
-        t = manifest.window_frames if len(windows) > 1 else valid
-        per_layer = 4 * t * hidden * hidden + 2 * t * hidden * inner  # q, k, v, out; FFN
-        per_layer += 2 * t * t * hidden  # content scores and weighted values
-        per_layer += 2 * t * t * hidden  # the Shaw position terms, as the official gather computes them
-        macs += layers * per_layer + t * 2 * 128 * hidden  # conv front end
+    macs = acoustic_macs(acoustic, seconds, manifest.window_frames, manifest.overlap_frames)
     task_hidden, task_inner = task["hidden_size"], task["intermediate_size"]
     bins = acoustic["spectrogram_n_fft"] // 2 + 1
     macs += frames * (2 * bins * hidden + hidden * hidden + 2 * hidden * task_hidden)  # mixture

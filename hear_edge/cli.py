@@ -182,6 +182,27 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trim(args: argparse.Namespace) -> int:
+    from .trim import trim
+
+    result = trim(args.checkpoint, args.data, args.output, target_sparsity=args.target_sparsity,
+                  config=args.config, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
+                  mask_learning_rate=args.mask_lr, sparsity_weight=args.sparsity_weight, patience=args.patience,
+                  device=args.device,
+                  sparsity_measure=args.sparsity_measure)
+    for h in result.history:
+        print(f"epoch {h['epoch']}: task loss {h['train_loss']:.4f}, validation accuracy {h['val_accuracy']:.4f}, "
+              f"sparsity {h['sparsity']:.3f}")
+    (params_before, params_after), (macs_before, macs_after) = result.acoustic_parameters, result.acoustic_macs_10s
+    print(f"kept heads per layer {result.kept_heads}, FFN channels per layer {result.kept_channels}")
+    print(f"Acoustic Model: {params_before / 1e6:.2f}M -> {params_after / 1e6:.2f}M parameters, "
+          f"{macs_before / 1e9:.2f} -> {macs_after / 1e9:.2f} GMAC per 10 s clip; best epoch {result.best_epoch} "
+          f"({result.best_val_accuracy:.4f}) -> {result.checkpoint}")
+    print(f"export it with: hear-edge export {result.checkpoint} -o {Path(result.checkpoint).with_suffix('.hearedge')}"
+          f" --config {result.config_file} --labels {result.labels_file}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import compare, markdown_table, plot, run_bench
 
@@ -257,6 +278,26 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--lr", type=float, help="learning rate (default 1e-4 with --init, else 5e-4)")
     tune.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda")
     tune.set_defaults(run=_finetune, default_verbose=True)
+
+    trim = commands.add_parser("trim", help="learn which heads and FFN channels a task needs and cut the "
+                                            "rest (needs torch)")
+    trim.add_argument("checkpoint", help="a full HEAR.state_dict() fine-tuned on the task's labels")
+    trim.add_argument("--data", required=True, help="one folder per label (or train/ and val/ folders)")
+    trim.add_argument("-o", "--output", required=True, help="trimmed checkpoint to write")
+    trim.add_argument("--target-sparsity", type=float, default=0.5,
+                      help="fraction of heads and FFN channels to remove (default 0.5)")
+    trim.add_argument("--config", help="config.json of the checkpoint (default: sizes read from the tensors)")
+    trim.add_argument("--epochs", type=int, default=10)
+    trim.add_argument("--seed", type=int, default=0)
+    trim.add_argument("--batch-size", type=int, default=32)
+    trim.add_argument("--mask-lr", type=float, default=5e-3, help="Adam rate of the mask values (default 5e-3)")
+    trim.add_argument("--sparsity-weight", type=float, default=100.0, help="sparsity loss weight (default 100)")
+    trim.add_argument("--sparsity-measure", default="gates", choices=["gates", "sigmoid"],
+                      help="what the sparsity loss steers: the fraction of gates kept (default) or the "
+                           "paper's mean sigmoid")
+    trim.add_argument("--patience", type=int, default=3, help="epochs without improvement before stopping")
+    trim.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda")
+    trim.set_defaults(run=_trim, default_verbose=True)
 
     classify = commands.add_parser("classify", help="classify audio files")
     classify.add_argument("files", nargs="+", metavar="FILE")

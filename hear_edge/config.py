@@ -22,6 +22,24 @@ class AcousticModelConfig:
     dropout_probability: float = 0.1
     spectrogram_sampling_rate: int = 16000
     spectrogram_n_fft: int = 1024
+    # hear-edge extension for trimmed models (hear_edge.trim): heads and FFN channels kept per layer.
+    # None means every layer has num_attention_heads and intermediate_size, as the official config.
+    layer_attention_heads: list[int] | None = None
+    layer_intermediate_sizes: list[int] | None = None
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def heads_in_layer(self, layer: int) -> int:
+        return self.num_attention_heads if self.layer_attention_heads is None else self.layer_attention_heads[layer]
+
+    def intermediate_size_in_layer(self, layer: int) -> int:
+        return self.intermediate_size if self.layer_intermediate_sizes is None \
+            else self.layer_intermediate_sizes[layer]
+
+
+_EXTENSION_FIELDS = ("layer_attention_heads", "layer_intermediate_sizes")
 
 
 @dataclass
@@ -53,7 +71,11 @@ class HearConfig:
     )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        for name in _EXTENSION_FIELDS:  # absent unless trimmed, so an untrimmed config stays official
+            if data["acoustic_model"][name] is None:
+                del data["acoustic_model"][name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "HearConfig":
@@ -103,6 +125,16 @@ class HearConfig:
             if section.hidden_size % section.num_attention_heads:
                 raise ConfigError(f"{source}: {name}.hidden_size {section.hidden_size} is not divisible "
                                   f"by num_attention_heads {section.num_attention_heads}.")
+        for name, values, most in (("layer_attention_heads", acoustic.layer_attention_heads,
+                                    acoustic.num_attention_heads),
+                                   ("layer_intermediate_sizes", acoustic.layer_intermediate_sizes,
+                                    acoustic.intermediate_size)):
+            if values is None:
+                continue
+            if not isinstance(values, list) or len(values) != acoustic.num_transformer_layers or not all(
+                    isinstance(v, int) and 0 <= v <= most for v in values):
+                raise ConfigError(f"{source}: acoustic_model.{name} must list {acoustic.num_transformer_layers} "
+                                  f"integers between 0 and {most} (one per layer), got {values!r}.")
         if not 0 < acoustic.overlap < acoustic.max_length:
             raise ConfigError(f"{source}: acoustic_model.overlap must be between 1 and max_length-1 "
                               f"({acoustic.max_length - 1}), got {acoustic.overlap}.")

@@ -78,7 +78,17 @@ def _split(data: LabelledAudio, val_fraction: float, seed: int) -> tuple[Labelle
     return train, val
 
 
-def batch_logits(model: HEAR, clips: list[torch.Tensor], spec_augment: torch.Generator | None = None) -> torch.Tensor:
+def train_and_validation_sets(data_dir, val_fraction: float, seed: int) -> tuple[LabelledAudio, LabelledAudio]:
+    """`train/` and `val/` folders when there are both, else a per-label split of the label folders."""
+    root = Path(data_dir)
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        train_data = read_labelled_folders(root / "train")
+        return train_data, read_labelled_folders(root / "val", train_data.labels)
+    return _split(read_labelled_folders(root), val_fraction, seed)
+
+
+def batch_logits(model: HEAR, clips: list[torch.Tensor], spec_augment: torch.Generator | None = None,
+                 warp_factors: torch.Tensor | None = None) -> torch.Tensor:
     """Logits of clips of any lengths, each normalised over itself as the runtime does it.
 
     The official batched preprocessor lets padding into each clip's statistics; here every clip
@@ -96,6 +106,10 @@ def batch_logits(model: HEAR, clips: list[torch.Tensor], spec_augment: torch.Gen
         log_mel = torch.stack([F.pad(f[0][0], (0, frames - f[0].shape[-1])) for f in features])
         log_power = torch.stack([F.pad(f[2][0], (0, frames - f[2].shape[-1])) for f in features])
         num_frames = torch.cat([f[1] for f in features])
+    if warp_factors is not None:
+        mel_hz, power_hz = _bin_centres_hz(model)
+        log_mel = _warp_frequency(log_mel, warp_factors, mel_hz)
+        log_power = _warp_frequency(log_power, warp_factors, power_hz)
     if spec_augment is not None:
         log_mel, log_power = _spec_augment(log_mel, log_power, spec_augment)
     hidden, lengths = model.forward_features(log_mel, log_power, num_frames)
@@ -119,6 +133,30 @@ def _spec_augment(log_mel: torch.Tensor, log_power: torch.Tensor, generator: tor
             keep_mel[b, :, low:low + size] = 0
             keep_power[b, :, low:low + size] = 0
     return log_mel * keep_mel, log_power * keep_power
+
+
+def _warp_frequency(features: torch.Tensor, factors: torch.Tensor, bin_hz: np.ndarray) -> torch.Tensor:
+    """Move each clip's spectrum from f to f * factor (formants shift, pitch and tempo stay): a
+    vocal-tract-length perturbation on features whose bins are centred at `bin_hz`, by interpolation."""
+    positions = np.arange(len(bin_hz), dtype=np.float64)
+    source = np.stack([np.interp(bin_hz / factor, bin_hz, positions) for factor in factors.tolist()])
+    source = torch.from_numpy(source).to(features.device, features.dtype)
+    low = source.floor().long()
+    high = (low + 1).clamp(max=len(bin_hz) - 1)
+    weight = (source - low)[:, :, None]
+
+    def take(index):
+        return features.gather(1, index[:, :, None].expand(-1, -1, features.shape[2]))
+
+    return take(low) * (1 - weight) + take(high) * weight
+
+
+def _bin_centres_hz(model: HEAR) -> tuple[np.ndarray, np.ndarray]:
+    """Centre frequencies of the log-mel bins (filter centroids) and of the log-power bins."""
+    fb = model.preprocessor.mel_spectrogram.mel_scale.fb.detach().cpu().numpy().astype(np.float64)
+    fft_hz = np.linspace(0, 8000, fb.shape[0])
+    mel_hz = (fb * fft_hz[:, None]).sum(0) / np.maximum(fb.sum(0), 1e-12)
+    return mel_hz, np.linspace(0, 8000, model.preprocessor.n_fft // 2 + 1)
 
 
 def _speed_batch(waves: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
@@ -183,7 +221,8 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
              device: str = "auto", augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
              train_data: LabelledAudio | None = None, val_data: LabelledAudio | None = None,
              max_minutes: float | None = None, progress: bool = True, spec_augment: bool = False,
-             speed_range: tuple[float, float] | None = None) -> FinetuneResult:
+             speed_range: tuple[float, float] | None = None,
+             frequency_warp: float | None = None) -> FinetuneResult:
     """Train HEAR's head (and, unless frozen, the Acoustic Model) on labelled folders of audio.
 
     Args:
@@ -201,6 +240,8 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
         spec_augment: mask random frequency bands and time spans of the features while training.
         speed_range: play each training clip at a random speed in this range (pitch follows),
             a cheap stand-in for more speakers.
+        frequency_warp: stretch each training clip's frequency axis by a random factor in
+            [1 - w, 1 + w] (formants move, pitch and tempo stay): another stand-in for speakers.
 
     Returns:
         FinetuneResult with the written paths, per-epoch history and the best validation accuracy.
@@ -211,12 +252,7 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           ("cpu" if device == "auto" else device))
     if train_data is None:
-        root = Path(data_dir)
-        if (root / "train").is_dir() and (root / "val").is_dir():
-            train_data = read_labelled_folders(root / "train")
-            val_data = read_labelled_folders(root / "val", train_data.labels)
-        else:
-            train_data, val_data = _split(read_labelled_folders(root), val_fraction, seed)
+        train_data, val_data = train_and_validation_sets(data_dir, val_fraction, seed)
     labels = train_data.labels
     model = _initial_model(init, config, len(labels)).to(device)
     if freeze_acoustic:
@@ -264,7 +300,9 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
                 else:
                     clips = [_speed(c, float(f)) for c, f in zip(clips, factors)]
             targets = torch.tensor([train_data.targets[i] for i in picked], device=device)
-            logits = batch_logits(model, clips, generator if spec_augment else None)
+            warp = torch.tensor(rng.uniform(1 - frequency_warp, 1 + frequency_warp, size=len(clips)),
+                                device=device) if frequency_warp else None
+            logits = batch_logits(model, clips, generator if spec_augment else None, warp)
             loss = F.cross_entropy(logits, targets, label_smoothing=0.05)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

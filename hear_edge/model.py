@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,13 @@ FRONTEND = FrontendParams()
 
 # ---------------------------------------------------------------------------------------------
 # Preprocessor: torch.stft with the buffers torchaudio's transforms keep, so official keys load.
+
+def _linear(in_features: int, out_features: int) -> nn.Linear:
+    # A trimmed sublayer may have no units left: a zero-width Linear whose init would only warn.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+        return nn.Linear(in_features, out_features)
+
 
 class _WindowHolder(nn.Module):
     def __init__(self, window_samples: int):
@@ -127,26 +135,32 @@ class MultiHeadSelfAttentionWithRelativePosition(nn.Module):
     # the same numbers as the official gather, without materialising (T, T, head) tables.
     position_mode = "skew"
 
-    def __init__(self, hidden_size: int, num_heads: int, dropout_probability: float, max_length: int):
+    def __init__(self, hidden_size: int, num_heads: int, dropout_probability: float, max_length: int,
+                 head_size: int | None = None):
         super().__init__()
+        # A trimmed layer keeps num_heads of the original heads, each still head_size wide.
         self.num_heads = num_heads
-        self.head_size = hidden_size // num_heads
-        self.linear_q = nn.Linear(hidden_size, hidden_size)
-        self.linear_k = nn.Linear(hidden_size, hidden_size)
-        self.linear_v = nn.Linear(hidden_size, hidden_size)
+        self.head_size = head_size or hidden_size // num_heads
+        inner = num_heads * self.head_size
+        self.linear_q = _linear(hidden_size, inner)
+        self.linear_k = _linear(hidden_size, inner)
+        self.linear_v = _linear(hidden_size, inner)
         self.dropout = nn.Dropout(p=dropout_probability)
-        self.linear_out = nn.Linear(hidden_size, hidden_size)
+        self.linear_out = _linear(inner, hidden_size)
         self.relative_position_k = RelativePositionEncoder(self.head_size, max_length)
         self.relative_position_v = RelativePositionEncoder(self.head_size, max_length)
         self.query_bias1 = nn.Parameter(torch.zeros(num_heads, self.head_size))
         self.query_bias2 = nn.Parameter(torch.zeros(num_heads, self.head_size))
         for linear in (self.linear_q, self.linear_k, self.linear_v):
-            nn.init.xavier_uniform_(linear.weight)
+            if inner:
+                nn.init.xavier_uniform_(linear.weight)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_size)).transpose(1, 2)
 
     def forward(self, hidden: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_heads == 0:  # every head trimmed away: what is left is linear_out's bias
+            return self.linear_out.bias.expand(hidden.shape[0], hidden.shape[1], -1)
         length = hidden.shape[1]
         query = self.linear_q(hidden).unflatten(-1, (self.num_heads, self.head_size))
         query_content = (query + self.query_bias1).transpose(1, 2)
@@ -177,26 +191,28 @@ class FeedForward(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int, dropout_probability: float):
         super().__init__()
         self.layer_norm = nn.LayerNorm(hidden_size)
-        self.intermediate_dense = nn.Linear(hidden_size, intermediate_size)
+        self.intermediate_dense = _linear(hidden_size, intermediate_size)
         self.intermediate_act_fn = nn.SiLU()
         self.intermediate_dropout = nn.Dropout(p=dropout_probability)
-        self.output_dense = nn.Linear(intermediate_size, hidden_size)
+        self.output_dense = _linear(intermediate_size, hidden_size)
         self.output_dropout = nn.Dropout(p=dropout_probability)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.intermediate_dense.out_features == 0:  # every channel trimmed away: output_dense's bias
+            return self.output_dense.bias.expand(hidden.shape[0], hidden.shape[1], -1)
         hidden = self.intermediate_act_fn(self.intermediate_dense(self.layer_norm(hidden)))
         return self.output_dropout(self.output_dense(self.intermediate_dropout(hidden)))
 
 
 class TransformerWithRelativePosition(nn.Module):
-    def __init__(self, config: AcousticModelConfig):
+    def __init__(self, config: AcousticModelConfig, index: int = 0):
         super().__init__()
         size = config.hidden_size
         self.layer_norm1 = nn.LayerNorm(size)
         self.self_attn = MultiHeadSelfAttentionWithRelativePosition(
-            size, config.num_attention_heads, config.dropout_probability, config.max_length)
+            size, config.heads_in_layer(index), config.dropout_probability, config.max_length, config.head_size)
         self.layer_norm2 = nn.LayerNorm(size)  # the official FFN normalises once more inside
-        self.ffn = FeedForward(size, config.intermediate_size, config.dropout_probability)
+        self.ffn = FeedForward(size, config.intermediate_size_in_layer(index), config.dropout_probability)
 
     def forward(self, hidden: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         hidden = hidden + self.self_attn(self.layer_norm1(hidden), key_mask)
@@ -210,8 +226,8 @@ def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
 class ContextualEncoder(nn.Module):
     def __init__(self, config: AcousticModelConfig):
         super().__init__()
-        self.layers = nn.ModuleList(TransformerWithRelativePosition(config)
-                                    for _ in range(config.num_transformer_layers))
+        self.layers = nn.ModuleList(TransformerWithRelativePosition(config, index)
+                                    for index in range(config.num_transformer_layers))
 
     def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         key_mask = lengths_to_mask(lengths, hidden.shape[1])
@@ -430,13 +446,28 @@ def infer_config(state: Mapping[str, torch.Tensor], num_classes: int | None = No
     if num_layers == 0:
         raise CheckpointError("checkpoint has no Acoustic Model transformer layers "
                               f"({layers}N.*); is it a HEAR checkpoint?")
-    heads, head_size = _shape(state, f"{layers}0.self_attn.query_bias1")
+    hidden_size = _shape(state, f"{a}feature_extractor.conv.weight", 0)
+    table_rows, head_size = _shape(state, f"{layers}0.self_attn.relative_position_k.positional_embedding.weight")
+    if head_size == 0 or hidden_size % head_size:
+        raise CheckpointError(f"the relative-position tables are {head_size} wide, which does not divide the "
+                              f"hidden size {hidden_size}; is it a HEAR checkpoint?")
+    # A trimmed checkpoint (hear_edge.trim) keeps fewer heads and FFN channels in some layers.
+    layer_heads = [_shape(state, f"{layers}{i}.self_attn.query_bias1", 0) for i in range(num_layers)]
+    layer_inner = [_shape(state, f"{layers}{i}.ffn.intermediate_dense.weight", 0) for i in range(num_layers)]
+    full_heads = hidden_size // head_size
+    if max(layer_inner) == 0:
+        raise CheckpointError("every feed-forward channel of every layer is gone; the original FFN width "
+                              "cannot be read from the tensors: pass config=.")
+    full_inner = max(layer_inner)
+    trimmed = any(h != full_heads for h in layer_heads) or any(n != full_inner for n in layer_inner)
     acoustic = AcousticModelConfig(
-        hidden_size=_shape(state, f"{a}feature_extractor.conv.weight", 0),
-        intermediate_size=_shape(state, f"{layers}0.ffn.intermediate_dense.weight", 0),
-        num_attention_heads=heads,
+        hidden_size=hidden_size,
+        intermediate_size=full_inner,
+        num_attention_heads=full_heads,
         num_transformer_layers=num_layers,
-        max_length=_shape(state, f"{layers}0.self_attn.relative_position_k.positional_embedding.weight", 0) // 2,
+        max_length=table_rows // 2,
+        layer_attention_heads=layer_heads if trimmed else None,
+        layer_intermediate_sizes=layer_inner if trimmed else None,
     )
     if acoustic_only:
         if num_classes is None:

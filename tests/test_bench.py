@@ -89,3 +89,22 @@ def test_bench_quick_command_on_the_shipped_bundle(tmp_path):
     assert [r["name"] for r in report["rows"]] == ["onnx int8 x1"]
     assert report["rows"][0]["parity"]["passed"] and report["rows"][0]["latency"]["10"]["rtf"] > 0
     assert (out / "bench.md").read_text().startswith("| row | parity |")
+
+
+def test_acoustic_side_by_side_bench_reports_ratios(tiny_bundle, tmp_path):
+    import importlib.util
+
+    from conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("acoustic_ab", REPO_ROOT / "benchmarks" / "acoustic_ab.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    copy = tmp_path / "copy.hearedge"
+    shutil.copytree(tiny_bundle, copy)
+    out = tmp_path / "ab.json"
+    assert module.main([str(tiny_bundle), str(copy), "--variant", "onnx/fp32", "--rounds", "3",
+                        "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["bundle"], r["variant"]) for r in rows] == [("tiny.hearedge", "onnx/fp32"),
+                                                            ("copy.hearedge", "onnx/fp32")]
+    assert rows[0]["speedup_vs_first"] == 1.0 and all(r["median_ms"] > 0 for r in rows)

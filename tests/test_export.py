@@ -56,6 +56,20 @@ def test_int8_gates_hold_on_real_audio(tiny_bundle, fmt):
     assert figures["passed"]
 
 
+def test_onnx_int8_stores_its_large_float_weights_as_fp16(tiny_bundle):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto
+
+    graph = onnx.load(str(tiny_bundle / "task.int8.onnx")).graph
+    halves = {t.name for t in graph.initializer if t.data_type == TensorProto.FLOAT16}
+    assert "task_model.pos_embed_fp16" in halves  # 1500 x 32 positions
+    casts = {n.input[0]: n.output[0] for n in graph.node if n.op_type == "Cast"}
+    assert all(casts.get(name) == name.removesuffix("_fp16") for name in halves)
+    assert not any(t.data_type == TensorProto.FLOAT and np.prod(t.dims) >= 16384 for t in graph.initializer)
+    fp32 = onnx.load(str(tiny_bundle / "task.fp32.onnx")).graph
+    assert not any(t.data_type == TensorProto.FLOAT16 for t in fp32.initializer)  # fp32 graphs stay fp32
+
+
 def test_full_size_golden_logits_through_each_fp32_graph(full_bundle, full_golden):
     golden = np.load(full_golden / "clip_10s.npz")
     manifest = read_manifest(full_bundle)

@@ -78,3 +78,28 @@ def test_reading_labelled_folders(tone_set):
     data = read_labelled_folders(tone_set)
     assert data.labels == ["high", "low", "noise"] and len(data.clips) == 36
     assert all(c.dtype == np.float32 and c.ndim == 1 for c in data.clips)
+
+
+def test_frequency_warp_moves_the_spectrum_from_f_to_f_times_factor():
+    from hear_edge.finetune import _bin_centres_hz, _warp_frequency
+
+    model = load_checkpoint(TINY_GOLDEN / "state_dict.pt")
+    mel_hz, power_hz = _bin_centres_hz(model)
+    assert len(mel_hz) == 128 and len(power_hz) == 513 and np.all(np.diff(mel_hz) > 0)
+    features = torch.zeros(2, 513, 3)
+    features[:, 100] = 1.0  # 1562.5 Hz
+    warped = _warp_frequency(features, torch.tensor([1.0, 1.1]), power_hz)
+    assert torch.equal(warped[0], features[0])
+    assert warped[1, :, 0].argmax().item() == 110  # 1718.75 Hz = 1.1 x 1562.5 Hz
+    mel = torch.zeros(1, 128, 1)
+    peak = int(np.argmin(np.abs(mel_hz - 1000)))
+    mel[0, peak] = 1.0
+    moved = _warp_frequency(mel, torch.tensor([1.2]), mel_hz)[0, :, 0].argmax().item()
+    assert abs(mel_hz[moved] - 1.2 * mel_hz[peak]) < 0.05 * mel_hz[peak]
+
+
+def test_finetuning_with_frequency_warp_is_deterministic(tone_set, tmp_path):
+    config = json.loads((TINY_GOLDEN / "config.json").read_text())
+    runs = [finetune(tone_set, tmp_path / f"{i}.pt", config=config, epochs=1, batch_size=8, seed=5, device="cpu",
+                     progress=False, frequency_warp=0.15) for i in range(2)]
+    assert runs[0].history[0]["train_loss"] == runs[1].history[0]["train_loss"]

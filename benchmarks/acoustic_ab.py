@@ -1,0 +1,71 @@
+"""Acoustic Model window latency of several bundles, measured side by side (round robin, one thread).
+
+Made for trimmed-vs-untrimmed comparisons: every round runs one 300-frame window through each
+bundle's acoustic graph in turn, so drift in the machine's speed hits every bundle alike, and the
+ratios are to the first bundle.
+
+    python3 benchmarks/acoustic_ab.py untrimmed.hearedge trimmed.hearedge [--rounds 40] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from hear_edge.runtimes import open_graph
+
+from hear_edge.bundle import FORMAT_BACKEND, read_manifest, verify_graph
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundles", nargs="+")
+    parser.add_argument("--variant", action="append", help="FORMAT/PRECISION, e.g. onnx/fp32 (default: all shared)")
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    manifests = [read_manifest(b) for b in args.bundles]
+    shared = set.intersection(*({f"{f}/{p}" for f, p in m.variants()} for m in manifests))
+    variants = [v for v in (args.variant or sorted(shared)) if v in shared]
+    rng = np.random.default_rng(0)
+    sessions = {}
+    for bundle, manifest in zip(args.bundles, manifests):
+        mel_frames = 2 * manifest.window_frames
+        feed = {"log_mel": rng.standard_normal((1, 128, mel_frames)).astype(np.float32),
+                "valid_frames": np.array([manifest.window_frames], np.int32)}
+        for variant in variants:
+            fmt, precision = variant.split("/")
+            spec = manifest.graph("acoustic_window", fmt, precision)
+            session = open_graph(FORMAT_BACKEND[fmt], verify_graph(bundle, spec), spec.input_names,
+                                 spec.output_names, args.threads)
+            session.run(feed)  # warm-up
+            sessions[(bundle, variant)] = (session, feed, [])
+    for _ in range(args.rounds):
+        for session, feed, times in sessions.values():
+            started = time.perf_counter()
+            session.run(feed)
+            times.append(time.perf_counter() - started)
+    report = {"rounds": args.rounds, "threads": args.threads, "rows": []}
+    for (bundle, variant), (_, _, times) in sessions.items():
+        base = np.median(sessions[(args.bundles[0], variant)][2])
+        report["rows"].append({"bundle": Path(bundle).name, "variant": variant,
+                               "median_ms": 1000 * float(np.median(times)),
+                               "p90_ms": 1000 * float(np.percentile(times, 90)),
+                               "speedup_vs_first": float(base / np.median(times))})
+    print("| bundle | graph | window median ms | p90 ms | speed-up vs first |")
+    print("|---|---|---|---|---|")
+    for row in report["rows"]:
+        print(f"| {row['bundle']} | {row['variant']} | {row['median_ms']:.1f} | {row['p90_ms']:.1f} | "
+              f"{row['speedup_vs_first']:.2f}x |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
