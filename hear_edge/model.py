@@ -27,13 +27,6 @@ FRONTEND = FrontendParams()
 # ---------------------------------------------------------------------------------------------
 # Preprocessor: torch.stft with the buffers torchaudio's transforms keep, so official keys load.
 
-def _linear(in_features: int, out_features: int) -> nn.Linear:
-    # A trimmed sublayer may have no units left: a zero-width Linear whose init would only warn.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
-        return nn.Linear(in_features, out_features)
-
-
 class _WindowHolder(nn.Module):
     def __init__(self, window_samples: int):
         super().__init__()
@@ -87,6 +80,13 @@ class Preprocessor(nn.Module):
         log_mel = self._normalize(torch.log(mel + FRONTEND.log_offset))
         num_frames = torch.div(num_samples, FRONTEND.hop_samples, rounding_mode="floor") + 1
         return log_mel, num_frames, log_power
+
+
+def _linear(in_features: int, out_features: int) -> nn.Linear:
+    # A trimmed sublayer may have no units left: a zero-width Linear whose init would only warn.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+        return nn.Linear(in_features, out_features)
 
 
 # ---------------------------------------------------------------------------------------------
