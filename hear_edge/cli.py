@@ -173,7 +173,9 @@ def _finetune(args: argparse.Namespace) -> int:
 
     result = finetune(args.data_dir, args.output, init=args.init, config=args.config,
                       freeze_acoustic=args.freeze_acoustic, epochs=args.epochs, seed=args.seed,
-                      batch_size=args.batch_size, learning_rate=args.lr, device=args.device)
+                      batch_size=args.batch_size, learning_rate=args.lr, device=args.device,
+                      spec_augment=args.spec_augment, speed_range=tuple(args.speed_range) if args.speed_range else None,
+                      frequency_warp=args.frequency_warp)
     for h in result.history:
         print(f"epoch {h['epoch']}: train loss {h['train_loss']:.4f}, validation accuracy {h['val_accuracy']:.4f}")
     print(f"best epoch {result.best_epoch} ({result.best_val_accuracy:.4f}) -> {result.checkpoint}")
@@ -277,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--batch-size", type=int, default=32)
     tune.add_argument("--lr", type=float, help="learning rate (default 1e-4 with --init, else 5e-4)")
     tune.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda")
+    tune.add_argument("--spec-augment", action="store_true", help="mask random frequency bands and time spans")
+    tune.add_argument("--speed-range", type=float, nargs=2, metavar=("SLOWEST", "FASTEST"),
+                      help="play each training clip at a random speed in this range, e.g. 0.8 1.25")
+    tune.add_argument("--frequency-warp", type=float, metavar="FRACTION",
+                      help="move each training clip's spectrum by a random factor in 1 +- FRACTION, e.g. 0.12")
     tune.set_defaults(run=_finetune, default_verbose=True)
 
     trim = commands.add_parser("trim", help="learn which heads and FFN channels a task needs and cut the "

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .audio import AUDIO_SUFFIXES, load_input
 from .config import HearConfig
-from .errors import HearEdgeError
+from .errors import HearEdgeError, InvalidArgumentError
 from .model import HEAR, load_checkpoint
 
 logger = logging.getLogger("hear_edge")
@@ -246,6 +246,12 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
     Returns:
         FinetuneResult with the written paths, per-epoch history and the best validation accuracy.
     """
+    if speed_range is not None and not (len(speed_range) == 2 and 0 < speed_range[0] <= speed_range[1]):
+        raise InvalidArgumentError(f"speed_range must be (slowest, fastest) playback factors with 0 < slowest "
+                                   f"<= fastest, e.g. (0.8, 1.25); got {speed_range!r}.")
+    if frequency_warp is not None and not 0 < frequency_warp < 0.5:
+        raise InvalidArgumentError(f"frequency_warp must be between 0 and 0.5 (a +-fraction of the frequency "
+                                   f"axis, e.g. 0.12); got {frequency_warp!r}.")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -103,3 +103,29 @@ def test_finetuning_with_frequency_warp_is_deterministic(tone_set, tmp_path):
     runs = [finetune(tone_set, tmp_path / f"{i}.pt", config=config, epochs=1, batch_size=8, seed=5, device="cpu",
                      progress=False, frequency_warp=0.15) for i in range(2)]
     assert runs[0].history[0]["train_loss"] == runs[1].history[0]["train_loss"]
+
+
+def test_finetune_refuses_a_backwards_speed_range(tone_set, tmp_path):
+    from hear_edge.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match=r"speed_range must be \(slowest, fastest\) .* got \(1.2, 0.8\)"):
+        finetune(tone_set, tmp_path / "m.pt", speed_range=(1.2, 0.8), device="cpu")
+
+
+def test_finetune_refuses_a_frequency_warp_out_of_range(tone_set, tmp_path):
+    from hear_edge.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match=r"frequency_warp must be between 0 and 0.5 .* got 0.7"):
+        finetune(tone_set, tmp_path / "m.pt", frequency_warp=0.7, device="cpu")
+
+
+def test_cli_finetune_takes_the_augmentations(tone_set, tmp_path, capsys):
+    from hear_edge.cli import main
+
+    config = tmp_path / "tiny.config.json"
+    config.write_text((TINY_GOLDEN / "config.json").read_text())
+    status = main(["finetune", str(tone_set), "-o", str(tmp_path / "m.pt"), "--config", str(config), "--epochs", "1",
+                   "--batch-size", "8", "--device", "cpu", "--spec-augment", "--speed-range", "0.9", "1.1",
+                   "--frequency-warp", "0.1"])
+    assert status == 0 and "best epoch 1" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "m.pt", tmp_path / "m.config.json").decoder.out.out_features == 3
