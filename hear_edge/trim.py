@@ -1,9 +1,10 @@
 """Trimming: learn which attention heads and FFN channels of a frozen Acoustic Model a task needs, cut the rest.
 
 After Genova et al., "Keep what you need" (audio representation trimming): one real value per unit,
-a hard 0/1 gate round(sigmoid(m)) with a straight-through gradient, a sparsity loss on the mean
-sigmoid, the foundation model frozen while the masks and the head train; the units whose gate is 0
-are then sliced out of the weights, so the trimmed model is smaller, not just masked.
+a hard 0/1 gate round(sigmoid(m)) with a straight-through gradient, a sparsity loss on the fraction
+of gates kept (or, as in the paper, on the mean sigmoid), the foundation model frozen while the
+masks and the head train; the units whose gate is 0 are then sliced out of the weights, so the
+trimmed model is smaller, not just masked.
 """
 
 from __future__ import annotations
