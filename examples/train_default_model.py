@@ -66,6 +66,15 @@ def build_sets(words, noise, work: Path, train_per_class: int, val_per_class: in
     return sets
 
 
+def add_set_arguments(parser: argparse.ArgumentParser, work: str, train_per_class: int) -> None:
+    """The options of `build_sets`, shared by the scripts that build the keyword set."""
+    parser.add_argument("--work", default=work)
+    parser.add_argument("--train-per-class", type=int, default=train_per_class)
+    parser.add_argument("--val-per-class", type=int, default=200)
+    parser.add_argument("--test-per-class", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=8)
+
+
 def save_shards(checkpoint: Path, out: Path, shard_mb: float = 15.0) -> list[str]:
     """Split a state_dict into files under `shard_mb` (a transfer limit of the training machine)."""
     import torch
@@ -91,11 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("--words", required=True)
     parser.add_argument("--noise", required=True)
     parser.add_argument("--out", required=True, help="folder for model.pt, labels, config and the report")
-    parser.add_argument("--work", default="/tmp/kws-build")
-    parser.add_argument("--train-per-class", type=int, default=8000)
-    parser.add_argument("--val-per-class", type=int, default=200)
-    parser.add_argument("--test-per-class", type=int, default=300)
-    parser.add_argument("--workers", type=int, default=8)
+    add_set_arguments(parser, work="/tmp/kws-build", train_per_class=8000)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=5e-4)

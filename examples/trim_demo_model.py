@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_default_model import build_sets  # noqa: E402
+from train_default_model import add_set_arguments, build_sets  # noqa: E402
 
 
 def linear_probe(model, sets, device, epochs: int = 30, seed: int = 0) -> dict:
@@ -65,11 +65,7 @@ def main(argv=None) -> int:
     parser.add_argument("--base", required=True, help="folder with model.pt, model.config.json, model.labels.txt")
     parser.add_argument("--out", required=True)
     parser.add_argument("--targets", type=float, nargs="+", default=[0.3, 0.5, 0.7])
-    parser.add_argument("--work", default="/tmp/kws-trim-build")
-    parser.add_argument("--train-per-class", type=int, default=4000)
-    parser.add_argument("--val-per-class", type=int, default=200)
-    parser.add_argument("--test-per-class", type=int, default=300)
-    parser.add_argument("--workers", type=int, default=8)
+    add_set_arguments(parser, work="/tmp/kws-trim-build", train_per_class=4000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--mask-lr", type=float, default=5e-3)

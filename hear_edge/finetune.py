@@ -87,6 +87,33 @@ def train_and_validation_sets(data_dir, val_fraction: float, seed: int) -> tuple
     return _split(read_labelled_folders(root), val_fraction, seed)
 
 
+def start_run(seed: int, device: str, data_dir, train_data: LabelledAudio | None,
+              val_data: LabelledAudio | None, val_fraction: float):
+    """The opening of a training run: every generator seeded, the device picked ("auto": a GPU when
+    there is one), the data read from `data_dir` unless given. Returns (device, train, val)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if device == "auto" else device))
+    if train_data is None:
+        train_data, val_data = train_and_validation_sets(data_dir, val_fraction, seed)
+    return device, train_data, val_data
+
+
+def epoch_batches(count: int, rng: np.random.Generator, batch_size: int, description: str, progress: bool):
+    """One epoch's shuffled batches of clip indices, behind a progress bar when tqdm is installed.
+    A last batch of one clip is dropped: BatchNorm needs two."""
+    order = rng.permutation(count)
+    batches = [order[start:start + batch_size] for start in range(0, count, batch_size)]
+    batches = [picked for picked in batches if len(picked) >= 2]
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return batches
+    return tqdm(batches, desc=description, disable=not progress, leave=False)
+
+
 def batch_logits(model: HEAR, clips: list[torch.Tensor], spec_augment: torch.Generator | None = None,
                  warp_factors: torch.Tensor | None = None) -> torch.Tensor:
     """Logits of clips of any lengths, each normalised over itself as the runtime does it.
@@ -252,13 +279,7 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
     if frequency_warp is not None and not 0 < frequency_warp < 0.5:
         raise InvalidArgumentError(f"frequency_warp must be between 0 and 0.5 (a +-fraction of the frequency "
                                    f"axis, e.g. 0.12); got {frequency_warp!r}.")
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if device == "auto" else device))
-    if train_data is None:
-        train_data, val_data = train_and_validation_sets(data_dir, val_fraction, seed)
+    device, train_data, val_data = start_run(seed, device, data_dir, train_data, val_data, val_fraction)
     labels = train_data.labels
     model = _initial_model(init, config, len(labels)).to(device)
     if freeze_acoustic:
@@ -278,23 +299,13 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
     for epoch in range(1, epochs + 1):
         model.train()
         if freeze_acoustic:
             model.acoustic_model.eval()
-        order = rng.permutation(len(train_data.clips))
-        batches = range(0, len(order), batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", disable=not progress or tqdm is None, leave=False) \
-            if tqdm else batches
+        bar = epoch_batches(len(train_data.clips), rng, batch_size, f"epoch {epoch}/{epochs}", progress)
         losses = []
-        for start in bar:
-            picked = order[start:start + batch_size]
-            if len(picked) < 2:
-                continue  # BatchNorm needs two clips
+        for picked in bar:
             clips = [train_data.clips[i] for i in picked]
             if augment is not None:
                 clips = [augment(c, rng) for c in clips]
@@ -316,7 +327,7 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
             optimizer.step()
             schedule.step()
             losses.append(float(loss.detach()))
-            if tqdm and progress:
+            if progress and hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         val_accuracy = evaluate(model, val_data, device)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch import nn
 
 from .bench import acoustic_macs
 from .errors import InvalidArgumentError
-from .finetune import LabelledAudio, batch_logits, evaluate, train_and_validation_sets
+from .finetune import LabelledAudio, batch_logits, epoch_batches, evaluate, start_run
 from .model import HEAR, load_checkpoint
 
 logger = logging.getLogger("hear_edge")
@@ -208,13 +207,7 @@ def trim(checkpoint, data_dir, output, target_sparsity: float = 0.5, config=None
         raise InvalidArgumentError(f"sparsity_measure must be 'gates' or 'sigmoid', got {sparsity_measure!r}.")
     if epochs < 1:
         raise InvalidArgumentError(f"epochs must be at least 1, got {epochs}.")
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if device == "auto" else device))
-    if train_data is None:
-        train_data, val_data = train_and_validation_sets(data_dir, val_fraction, seed)
+    device, train_data, val_data = start_run(seed, device, data_dir, train_data, val_data, val_fraction)
     model = load_checkpoint(checkpoint, config)
     classes = model.decoder.out.out_features
     if classes != len(train_data.labels):
@@ -235,22 +228,12 @@ def trim(checkpoint, data_dir, output, target_sparsity: float = 0.5, config=None
     best_rank, best_epoch, best_accuracy, best_state, stale = None, -1, -1.0, None, 0
     history = []
     started = time.perf_counter()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
     for epoch in range(1, epochs + 1):
         model.train()
         model.acoustic_model.eval()  # frozen: no dropout either
-        order = rng.permutation(len(train_data.clips))
-        batches = range(0, len(order), batch_size)
-        bar = tqdm(batches, desc=f"trim epoch {epoch}/{epochs}", disable=not progress, leave=False) \
-            if tqdm else batches
+        bar = epoch_batches(len(train_data.clips), rng, batch_size, f"trim epoch {epoch}/{epochs}", progress)
         task_losses = []
-        for start in bar:
-            picked = order[start:start + batch_size]
-            if len(picked) < 2:
-                continue  # BatchNorm needs two clips
+        for picked in bar:
             clips = [torch.from_numpy(np.ascontiguousarray(train_data.clips[i], dtype=np.float32)).to(device)
                      for i in picked]
             targets = torch.tensor([train_data.targets[i] for i in picked], device=device)
@@ -260,7 +243,7 @@ def trim(checkpoint, data_dir, output, target_sparsity: float = 0.5, config=None
             loss.backward()
             optimizer.step()
             task_losses.append(float(task_loss.detach()))
-            if tqdm and progress:
+            if progress and hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{np.mean(task_losses[-20:]):.3f}", sparsity=f"{masks.sparsity():.2f}")
         accuracy = evaluate(model, val_data, device)
         sparsity = masks.sparsity()
