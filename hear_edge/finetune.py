@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -18,7 +19,8 @@ import torch.nn.functional as F
 from .audio import AUDIO_SUFFIXES, load_input
 from .config import HearConfig
 from .errors import HearEdgeError, InvalidArgumentError
-from .model import HEAR, load_checkpoint
+from .frontend import mel_filterbank
+from .model import FRONTEND, HEAR, load_checkpoint
 
 logger = logging.getLogger("hear_edge")
 
@@ -134,7 +136,7 @@ def batch_logits(model: HEAR, clips: list[torch.Tensor], spec_augment: torch.Gen
         log_power = torch.stack([F.pad(f[2][0], (0, frames - f[2].shape[-1])) for f in features])
         num_frames = torch.cat([f[1] for f in features])
     if warp_factors is not None:
-        mel_hz, power_hz = _bin_centres_hz(model)
+        mel_hz, power_hz = _bin_centres_hz(model.preprocessor.n_fft)
         log_mel = _warp_frequency(log_mel, warp_factors, mel_hz)
         log_power = _warp_frequency(log_power, warp_factors, power_hz)
     if spec_augment is not None:
@@ -178,12 +180,14 @@ def _warp_frequency(features: torch.Tensor, factors: torch.Tensor, bin_hz: np.nd
     return take(low) * (1 - weight) + take(high) * weight
 
 
-def _bin_centres_hz(model: HEAR) -> tuple[np.ndarray, np.ndarray]:
-    """Centre frequencies of the log-mel bins (filter centroids) and of the log-power bins."""
-    fb = model.preprocessor.mel_spectrogram.mel_scale.fb.detach().cpu().numpy().astype(np.float64)
-    fft_hz = np.linspace(0, 8000, fb.shape[0])
+@functools.lru_cache(maxsize=4)
+def _bin_centres_hz(power_n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centre frequencies of the log-mel bins (filter centroids) and of the log-power bins; computed
+    once per size, not per training batch."""
+    fb = mel_filterbank(FRONTEND.sample_rate_hz, FRONTEND.n_fft, FRONTEND.num_mel_bins).astype(np.float64)
+    fft_hz = np.linspace(0, FRONTEND.sample_rate_hz / 2, fb.shape[0])
     mel_hz = (fb * fft_hz[:, None]).sum(0) / np.maximum(fb.sum(0), 1e-12)
-    return mel_hz, np.linspace(0, 8000, model.preprocessor.n_fft // 2 + 1)
+    return mel_hz, np.linspace(0, FRONTEND.sample_rate_hz / 2, power_n_fft // 2 + 1)
 
 
 def _speed_batch(waves: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:

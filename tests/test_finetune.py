@@ -84,7 +84,7 @@ def test_frequency_warp_moves_the_spectrum_from_f_to_f_times_factor():
     from hear_edge.finetune import _bin_centres_hz, _warp_frequency
 
     model = load_checkpoint(TINY_GOLDEN / "state_dict.pt")
-    mel_hz, power_hz = _bin_centres_hz(model)
+    mel_hz, power_hz = _bin_centres_hz(model.preprocessor.n_fft)
     assert len(mel_hz) == 128 and len(power_hz) == 513 and np.all(np.diff(mel_hz) > 0)
     features = torch.zeros(2, 513, 3)
     features[:, 100] = 1.0  # 1562.5 Hz
