@@ -4,12 +4,15 @@
         [--per-class 50] [--json out.json]
 
 DATA_DIR holds one folder per label (as `examples/kws/kws.py build` writes them). Clips are
-taken in sorted order, `--per-class` of each, so the subset is fixed.
+taken in sorted order, `--per-class` of each, so the subset is fixed. When the build's
+`metadata.csv` sits beside DATA_DIR, the report also gives the accuracy per TTS engine
+and per voice (`per_voice_accuracy`): a held-out figure is only as broad as the voices behind it.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -35,9 +38,35 @@ def load_clips(data_dir: Path, labels: list[str], per_class: int | None):
     return clips, np.array(targets), names
 
 
+def voice_of_clip(data_dir: Path) -> dict[str, tuple[str, str]]:
+    """'<label>/<file>' -> (engine, speaker), from the metadata.csv that `kws.py build` writes beside
+    its split folders; empty when there is none."""
+    metadata = data_dir.parent / "metadata.csv"
+    if not metadata.is_file():
+        return {}
+    with open(metadata, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {row["path"].split("/", 1)[1]: (row["engine"] or "none", row["speaker"] or "none")
+            for row in rows if row["path"].split("/", 1)[0] == data_dir.name}
+
+
+def per_voice_accuracy(names: list[str], correct: np.ndarray, voices: dict) -> dict:
+    """Accuracy and clip count per engine and per speaker (silence clips have the voice 'none')."""
+    tallies: dict[str, list[int]] = {}
+    for name, ok in zip(names, correct):
+        if name not in voices:
+            continue
+        engine, speaker = voices[name]
+        for key in (f"engine {engine}", f"speaker {speaker}"):
+            tally = tallies.setdefault(key, [0, 0])
+            tally[0] += int(ok)
+            tally[1] += 1
+    return {key: {"accuracy": hits / count, "clips": count} for key, (hits, count) in sorted(tallies.items())}
+
+
 def evaluate(bundle, data_dir, checkpoint=None, config=None, per_class: int | None = 50) -> dict:
     manifest = read_manifest(bundle)
-    clips, targets, _ = load_clips(Path(data_dir), manifest.labels, per_class)
+    clips, targets, names = load_clips(Path(data_dir), manifest.labels, per_class)
     predictions = {}
     for fmt, precision in manifest.variants():
         model = HearEdge.load(bundle, backend=FORMAT_BACKEND[fmt], precision=precision)
@@ -62,6 +91,9 @@ def evaluate(bundle, data_dir, checkpoint=None, config=None, per_class: int | No
     first = next(iter(predictions.values()))
     report["per_class_accuracy"] = {label: float((first[targets == i] == i).mean())
                                     for i, label in enumerate(manifest.labels) if (targets == i).any()}
+    voices = voice_of_clip(Path(data_dir))
+    if voices:
+        report["per_voice_accuracy"] = per_voice_accuracy(names, first == targets, voices)
     return report
 
 

@@ -114,3 +114,23 @@ def test_whole_voice_families_are_held_out():
         families.setdefault(kws.speaker_family(speaker), set()).add(kws.split_of_speaker(speaker))
     assert all(len(splits) == 1 for splits in families.values())  # a family never straddles splits
     assert {"train", "val", "test"} <= set().union(*families.values())
+
+
+def test_evaluation_reports_accuracy_per_voice_of_the_built_test_split(mini_sources, tmp_path):
+    sys.path.insert(0, str(REPO_ROOT / "examples"))
+    import evaluate_kws
+
+    words, noise = mini_sources
+    kws.build(tmp_path / "set", words, noise, {"train": 0, "val": 0, "test": 4}, seed=0, progress=False)
+    with open(tmp_path / "set" / "metadata.csv") as handle:
+        speaker_of = {row["path"]: row["speaker"] or "none" for row in csv.DictReader(handle)}
+    _, targets, names = evaluate_kws.load_clips(tmp_path / "set" / "test", kws.LABELS, per_class=3)
+    voices = evaluate_kws.voice_of_clip(tmp_path / "set" / "test")
+    assert {name: voices[name][1] for name in names} == {name: speaker_of["test/" + name] for name in names}
+    correct = np.arange(len(names)) % 3 != 0  # any pattern: the tallies must follow it
+    report = evaluate_kws.per_voice_accuracy(names, correct, voices)
+    for speaker in set(voices[name][1] for name in names):
+        hits = [ok for name, ok in zip(names, correct) if voices[name][1] == speaker]
+        assert report[f"speaker {speaker}"] == {"accuracy": sum(hits) / len(hits), "clips": len(hits)}
+    assert sum(v["clips"] for k, v in report.items() if k.startswith("engine ")) == len(names) == len(targets)
+    assert evaluate_kws.voice_of_clip(tmp_path) == {}  # no metadata.csv beside it
