@@ -2,6 +2,8 @@
 
 import csv
 import hashlib
+import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -116,6 +118,12 @@ def test_whole_voice_families_are_held_out():
     assert {"train", "val", "test"} <= set().union(*families.values())
 
 
+def test_foreign_voices_say_every_word_and_only_in_training():
+    assert set(kws.RESPELLING) == set(kws.KEYWORDS + kws.UNKNOWN_WORDS)
+    assert all(text.isascii() and 1 <= len(text.split("|")) <= 2 for text in kws.RESPELLING.values())
+    assert {kws.split_of_speaker(f"foreign:{voice}") for voice in kws.FOREIGN_VOICES} == {"train"}
+
+
 def test_evaluation_reports_accuracy_per_voice_of_the_built_test_split(mini_sources, tmp_path):
     sys.path.insert(0, str(REPO_ROOT / "examples"))
     import evaluate_kws
@@ -134,3 +142,17 @@ def test_evaluation_reports_accuracy_per_voice_of_the_built_test_split(mini_sour
         assert report[f"speaker {speaker}"] == {"accuracy": sum(hits) / len(hits), "clips": len(hits)}
     assert sum(v["clips"] for k, v in report.items() if k.startswith("engine ")) == len(names) == len(targets)
     assert evaluate_kws.voice_of_clip(tmp_path) == {}  # no metadata.csv beside it
+
+
+def _espeak_phonemes(word: str, accent: str) -> str:
+    return subprocess.run(["espeak-ng", "-q", "-x", "-v", accent, word], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (.ci/run installs it as root)")
+def test_no_unknown_word_is_pronounced_like_a_keyword():
+    # 'know' and 'write' were once near-misses: same phonemes as 'no' and 'right', labelled _unknown_.
+    for accent in ("en-us", "en"):
+        keywords = {_espeak_phonemes(word, accent): word for word in kws.KEYWORDS}
+        for word in kws.UNKNOWN_WORDS:
+            assert _espeak_phonemes(word, accent) not in keywords, (word, accent)

