@@ -34,7 +34,7 @@ def load_clips(data_dir: Path, labels: list[str], per_class: int | None):
         for path in files:
             clips.append(load_input(path)[0])
             targets.append(index)
-            names.append(str(path.relative_to(data_dir)))
+            names.append(path.relative_to(data_dir).as_posix())
     return clips, np.array(targets), names
 
 
