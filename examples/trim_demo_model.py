@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import torch
 
-    from hear_edge.finetune import evaluate
+    from hear_edge.finetune import evaluate, write_sidecars
     from hear_edge.model import load_checkpoint
     from hear_edge.trim import TrimMasks, remove_masked_units, trim
 
@@ -95,8 +95,8 @@ def main(argv=None) -> int:
             model.load_state_dict({**model.state_dict(), **head})
             trimmed = remove_masked_units(model, masks)
             torch.save(trimmed.state_dict(), out / f"trimmed_{target}.pt")
-            (out / f"trimmed_{target}.config.json").write_text(json.dumps(trimmed.config.to_dict(), indent=2))
-            (out / f"trimmed_{target}.labels.txt").write_text((base / "model.labels.txt").read_text())
+            labels = (base / "model.labels.txt").read_text().splitlines()
+            write_sidecars(out / f"trimmed_{target}.pt", labels, trimmed.config)
             # the trimmed model against the masked one it came from, on clips of 1, 6 and 10 s
             generator = torch.Generator().manual_seed(0)
             differences = []

@@ -190,8 +190,7 @@ def _trim(args: argparse.Namespace) -> int:
     result = trim(args.checkpoint, args.data, args.output, target_sparsity=args.target_sparsity,
                   config=args.config, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
                   mask_learning_rate=args.mask_lr, sparsity_weight=args.sparsity_weight, patience=args.patience,
-                  device=args.device,
-                  sparsity_measure=args.sparsity_measure)
+                  device=args.device, sparsity_measure=args.sparsity_measure)
     for h in result.history:
         print(f"epoch {h['epoch']}: task loss {h['train_loss']:.4f}, validation accuracy {h['val_accuracy']:.4f}, "
               f"sparsity {h['sparsity']:.3f}")

@@ -89,6 +89,15 @@ def train_and_validation_sets(data_dir, val_fraction: float, seed: int) -> tuple
     return _split(read_labelled_folders(root), val_fraction, seed)
 
 
+def write_sidecars(checkpoint: Path, labels: list[str], config: HearConfig) -> tuple[Path, Path]:
+    """The `.labels.txt` and `.config.json` beside a checkpoint, which `hear-edge export` reads."""
+    checkpoint = Path(checkpoint)
+    labels_file, config_file = checkpoint.with_suffix(".labels.txt"), checkpoint.with_suffix(".config.json")
+    labels_file.write_text("\n".join(labels) + "\n")
+    config_file.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    return labels_file, config_file
+
+
 def start_run(seed: int, device: str, data_dir, train_data: LabelledAudio | None,
               val_data: LabelledAudio | None, val_fraction: float):
     """The opening of a training run: every generator seeded, the device picked ("auto": a GPU when
@@ -344,6 +353,5 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
         if max_minutes is not None and record["minutes"] >= max_minutes:
             logger.info("stopping after %.1f minutes (max_minutes)", record["minutes"])
             break
-    labels_file.write_text("\n".join(labels) + "\n")
-    config_file.write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+    write_sidecars(output, labels, model.config)
     return result

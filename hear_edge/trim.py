@@ -10,7 +10,6 @@ trimmed model is smaller, not just masked.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from torch import nn
 
 from .bench import acoustic_macs
 from .errors import InvalidArgumentError
-from .finetune import LabelledAudio, batch_logits, epoch_batches, evaluate, start_run
+from .finetune import LabelledAudio, batch_logits, epoch_batches, evaluate, start_run, write_sidecars
 from .model import HEAR, load_checkpoint
 
 logger = logging.getLogger("hear_edge")
@@ -276,9 +275,7 @@ def trim(checkpoint, data_dir, output, target_sparsity: float = 0.5, config=None
     trimmed = remove_masked_units(model, masks)
     masks.remove()
     torch.save(trimmed.state_dict(), output)
-    labels_file, config_file = output.with_suffix(".labels.txt"), output.with_suffix(".config.json")
-    labels_file.write_text("\n".join(train_data.labels) + "\n")
-    config_file.write_text(json.dumps(trimmed.config.to_dict(), indent=2) + "\n")
+    labels_file, config_file = write_sidecars(output, train_data.labels, trimmed.config)
     return TrimResult(output, labels_file, config_file, target_sparsity, masks.sparsity(), best_epoch,
                       best_accuracy, masks.kept_heads(), masks.kept_channels(),
                       (before[0], parameter_count(trimmed.acoustic_model)), (before[1], _macs(trimmed)),
