@@ -44,13 +44,13 @@ print("BENCH-RESULT " + json.dumps(result))
 
 def acoustic_window_macs(acoustic: dict, frames: int) -> float:
     """Multiply-accumulates of one Acoustic Model window of `frames` frames, per-layer sizes included."""
-    hidden, layers = acoustic["hidden_size"], acoustic["num_transformer_layers"]
-    head_size = hidden // acoustic["num_attention_heads"]
-    heads = acoustic.get("layer_attention_heads") or [acoustic["num_attention_heads"]] * layers
-    inners = acoustic.get("layer_intermediate_sizes") or [acoustic["intermediate_size"]] * layers
+    from .config import AcousticModelConfig
+
+    config = AcousticModelConfig(**acoustic)
+    hidden = config.hidden_size
     macs = frames * 2 * 128 * hidden  # conv front end
-    for layer_heads, inner in zip(heads, inners):
-        width = layer_heads * head_size
+    for layer in range(config.num_transformer_layers):
+        width, inner = config.heads_in_layer(layer) * config.head_size, config.intermediate_size_in_layer(layer)
         macs += 4 * frames * hidden * width  # q, k, v, out
         macs += 2 * frames * frames * width  # content scores and weighted values
         macs += 2 * frames * frames * width  # the Shaw position terms, as the official gather computes them
