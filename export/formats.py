@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from hear_edge.bundle import GraphSpec, TensorSpec, sha256_file
+from hear_edge.bundle import GraphSpec, TensorSpec, sha256_file, signature_name
 
 from .graphs import (TASK_INPUTS, TASK_OUTPUTS, WINDOW_INPUTS, WINDOW_OUTPUTS, AcousticWindowGraph,
-                     TaskGraph, task_example, window_example)
+                     BucketedAcousticWindowGraph, BucketedTaskGraph, TaskGraph, task_example, window_example)
 
 logger = logging.getLogger("hear_edge")
 
@@ -22,34 +22,39 @@ ONNX_OPSET = 17
 # Task-graph lengths for LiteRT, in acoustic frames (50 a second): litert-torch cannot convert a
 # free length, so each bucket is one signature of one file, all sharing the same weights.
 TFLITE_TASK_BUCKETS = (50, 100, 150, 250, 350, 500, 750, 1000, 1250, 1500)
+# Acoustic-window lengths for LiteRT: 1, 2, 3, 4, 5 and 6 s windows, so a short clip or stream
+# window pays for at most one second more than it has (ONNX runs the exact length).
+TFLITE_WINDOW_BUCKETS = (50, 100, 150, 200, 250, 300)
 
 
-def _specs(model, role: str, frames="frames"):
+def _specs(model, role: str, fmt: str):
     acoustic = model.config.acoustic_model
     if role == "acoustic_window":
-        window = acoustic.max_length
-        return ([TensorSpec("log_mel", [1, 128, 2 * window], "float32"),
+        if fmt == "onnx":
+            return ([TensorSpec("log_mel", [1, 128, "mel_frames"], "float32")],
+                    [TensorSpec("acoustic", [1, "frames", acoustic.hidden_size], "float32")])
+        return ([TensorSpec("log_mel", [1, 128, "2 * bucket"], "float32"),
                  TensorSpec("valid_frames", [1], "int32")],
-                [TensorSpec("acoustic", [1, window, acoustic.hidden_size], "float32")])
+                [TensorSpec("acoustic", [1, "bucket", acoustic.hidden_size], "float32")])
+    frames = "frames" if fmt == "onnx" else "bucket"
     bins = acoustic.spectrogram_n_fft // 2 + 1
     task_hidden = model.config.task_model.hidden_size
+    masked = [TensorSpec("valid_frames", [1], "int32")] if fmt != "onnx" else []
     return ([TensorSpec("acoustic", [1, frames, acoustic.hidden_size], "float32"),
-             TensorSpec("spectrum_pairs", [1, frames, 2 * bins], "float32"),
-             TensorSpec("valid_frames", [1], "int32")],
+             TensorSpec("spectrum_pairs", [1, frames, 2 * bins], "float32")] + masked,
             [TensorSpec("logits", [1, model.config.classification_decoder.num_classes], "float32"),
              TensorSpec("pooled", [1, 3 * task_hidden], "float32")])
 
 
 def _graph_spec(model, role, fmt, precision, path: Path, buckets=None) -> GraphSpec:
-    inputs, outputs = _specs(model, role)
+    inputs, outputs = _specs(model, role, fmt)
     return GraphSpec(role=role, format=fmt, precision=precision, file=path.name, sha256=sha256_file(path),
                      bytes=path.stat().st_size, inputs=inputs, outputs=outputs,
                      frame_buckets=list(buckets) if buckets else None)
 
 
-def _task_buckets(model) -> list[int]:
-    max_frames = model.task_model.max_length
-    return sorted({b for b in TFLITE_TASK_BUCKETS if b < max_frames} | {max_frames})
+def _buckets(candidates, max_frames: int) -> list[int]:
+    return sorted({b for b in candidates if b < max_frames} | {max_frames})
 
 
 def export_onnx(model, out_dir: Path, precisions) -> list[GraphSpec]:
@@ -60,18 +65,35 @@ def export_onnx(model, out_dir: Path, precisions) -> list[GraphSpec]:
         warnings.simplefilter("ignore")
         # The legacy (TorchScript) exporter: fast, and with the written-out task attention the
         # frame axis stays free.
-        torch.onnx.export(window_graph, window_example(model), fp32["acoustic_window"], dynamo=False,
+        torch.onnx.export(window_graph, window_example(model)[:1], fp32["acoustic_window"], dynamo=False,
                           opset_version=ONNX_OPSET, input_names=list(WINDOW_INPUTS),
-                          output_names=list(WINDOW_OUTPUTS))
-        torch.onnx.export(task_graph, task_example(model, min(500, model.task_model.max_length)), fp32["task"],
+                          output_names=list(WINDOW_OUTPUTS),
+                          dynamic_axes={"log_mel": {2: "mel_frames"}, "acoustic": {1: "frames"}})
+        torch.onnx.export(task_graph, task_example(model, min(500, model.task_model.max_length))[:2], fp32["task"],
                           dynamo=False, opset_version=ONNX_OPSET, input_names=list(TASK_INPUTS),
                           output_names=list(TASK_OUTPUTS),
                           dynamic_axes={"acoustic": {1: "frames"}, "spectrum_pairs": {1: "frames"}})
+    for path in fp32.values():
+        declare_only_used_opsets(path)
     logger.info("onnx fp32 graphs exported in %.1f s", time.perf_counter() - started)
     return _graph_specs(model, "onnx", fp32, precisions, quantize_onnx)
 
 
-def _graph_specs(model, fmt: str, fp32: dict[str, Path], precisions, quantize, task_buckets=None) -> list[GraphSpec]:
+def declare_only_used_opsets(path: Path) -> None:
+    """Drop opset imports that no node uses: onnxruntime 1.17 refuses a graph that declares
+    ai.onnx.ml opset 5, which the quantiser adds though every node here is plain ai.onnx."""
+    import onnx
+
+    model = onnx.load(str(path))
+    used = {node.domain or "" for node in model.graph.node}
+    kept = [o for o in model.opset_import if (o.domain or "") in used or (o.domain or "") == ""]
+    if len(kept) != len(model.opset_import):
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+        onnx.save(model, str(path))
+
+
+def _graph_specs(model, fmt: str, fp32: dict[str, Path], precisions, quantize, buckets=None) -> list[GraphSpec]:
     """Specs of the fp32 graphs and of their int8 versions; fp32 files not asked for are removed."""
     specs = []
     for precision in ("fp32", "int8"):
@@ -80,15 +102,23 @@ def _graph_specs(model, fmt: str, fp32: dict[str, Path], precisions, quantize, t
         for role, path in fp32.items():
             if precision == "int8":
                 path = quantize(path, path.with_name(f"{role}.int8{path.suffix}"))
-            specs.append(_graph_spec(model, role, fmt, precision, path, task_buckets if role == "task" else None))
+            specs.append(_graph_spec(model, role, fmt, precision, path, (buckets or {}).get(role)))
     if "fp32" not in precisions:
         for path in fp32.values():
             path.unlink()
     return specs
 
 
+# Signed int8 weights run onnxruntime's u8s8 kernels: 3.5x fp32 per GEMM on an AVX-512 VNNI host
+# against 1.5x for u8u8. reduce_range keeps them to 7 bits, so that the AVX2 kernel without VNNI
+# (vpmaddubsw, which adds two u8*s8 products in int16) cannot saturate: 2 * 255 * 63 < 32767.
+ONNX_INT8_RECIPE = {"weight_type": "QInt8", "per_channel": True, "reduce_range": True,
+                    "op_types_to_quantize": ["MatMul", "Gemm"]}
+
+
 def quantize_onnx(fp32_path: Path, int8_path: Path) -> Path:
-    """Weights int8 per channel, activations quantised on the fly (dynamic): what holds up on HEAR."""
+    """Weights int8 per channel, activations quantised on the fly (dynamic); the Conv1d stays fp32
+    (ConvInteger with signed weights is 2.6x slower than the fp32 conv)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -97,15 +127,15 @@ def quantize_onnx(fp32_path: Path, int8_path: Path) -> Path:
         prepared = Path(scratch) / "prepared.onnx"
         # Symbolic shape inference trips on the relative-shift reshapes; ONNX's own inference suffices.
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        # Unsigned weights per channel: half the logit error of signed+reduce_range on HEAR
-        # (measured on real clips), with no saturation risk on AVX2 machines without VNNI.
         # The Spectrogram Mixture's gate and mixture matmuls stay fp32: their inputs join
         # hidden states and spectra of very different scales, and quantising them alone
         # quadrupled the task graph's logit error on a trained model (+1.3 MB).
-        quantize_dynamic(str(prepared), str(int8_path), weight_type=QuantType.QUInt8, per_channel=True,
+        recipe = dict(ONNX_INT8_RECIPE, weight_type=getattr(QuantType, ONNX_INT8_RECIPE["weight_type"]))
+        quantize_dynamic(str(prepared), str(int8_path), **recipe,
                          nodes_to_exclude=[n for n in _matmul_names(prepared)
                                            if n.startswith(("/mixture/", "/gate_linear/"))])
     _store_float_weights_as_fp16(int8_path)
+    declare_only_used_opsets(int8_path)
     logger.info("onnx int8 %s quantised in %.1f s", int8_path.name, time.perf_counter() - started)
     return int8_path
 
@@ -148,20 +178,23 @@ def _matmul_names(path: Path) -> list[str]:
 def export_tflite(model, out_dir: Path, precisions) -> list[GraphSpec]:
     import litert_torch
 
-    window_graph, task_graph = AcousticWindowGraph(model).eval(), TaskGraph(model).eval()
-    buckets = _task_buckets(model)
+    window_graph, task_graph = BucketedAcousticWindowGraph(model).eval(), BucketedTaskGraph(model).eval()
+    buckets = {"acoustic_window": _buckets(TFLITE_WINDOW_BUCKETS, model.acoustic_model.max_length),
+               "task": _buckets(TFLITE_TASK_BUCKETS, model.task_model.max_length)}
     fp32 = {"acoustic_window": out_dir / "acoustic_window.fp32.tflite", "task": out_dir / "task.fp32.tflite"}
+    examples = {"acoustic_window": lambda frames: window_example(model, frames),
+                "task": lambda frames: task_example(model, frames)}
     started = time.perf_counter()
-    logger.info("tflite: converting the acoustic window graph (about a minute on 2 cores)")
-    litert_torch.convert(window_graph, window_example(model)).export(str(fp32["acoustic_window"]))
-    logger.info("tflite: window done in %.0f s; converting the task graph in %d length buckets %s",
-                time.perf_counter() - started, len(buckets), buckets)
-    converter = None
-    for frames in buckets:
-        example = task_example(model, frames)
-        converter = (litert_torch.signature(f"task_{frames}", task_graph, example) if converter is None
-                     else converter.signature(f"task_{frames}", task_graph, example))
-    converter.convert().export(str(fp32["task"]))
+    for role, graph in (("acoustic_window", window_graph), ("task", task_graph)):
+        logger.info("tflite: converting the %s graph in %d length buckets %s", role, len(buckets[role]),
+                    buckets[role])
+        converter = None
+        for frames in buckets[role]:
+            name = signature_name(role, frames)
+            example = examples[role](frames)
+            converter = (litert_torch.signature(name, graph, example) if converter is None
+                         else converter.signature(name, graph, example))
+        converter.convert().export(str(fp32[role]))
     logger.info("tflite fp32 graphs converted in %.0f s", time.perf_counter() - started)
     return _graph_specs(model, "tflite", fp32, precisions, quantize_tflite, buckets)
 

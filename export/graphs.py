@@ -1,9 +1,11 @@
 """The two graphs a bundle carries, as torch modules over a loaded reference model.
 
-acoustic_window: one 300-frame window (600 log-mel frames) and its valid length -> hidden states.
+acoustic_window: one window of up to 300 frames (twice that in log-mel frames) -> hidden states.
+    ONNX keeps the frame axis free and runs exactly the frames a clip has (no mask: every frame
+    is valid). LiteRT cannot convert a free length, so its file has one signature per length
+    bucket, sharing weights, with the valid length as int32 and what lies past it masked.
 task: acoustic hidden states, spectrum pairs and valid length -> logits and the pooled embedding.
-Both take the valid length as int32 (LiteRT has no int64 inputs) and mask what lies past it,
-so a short clip or the last window runs through the same static-shape graph.
+The valid length is int32 (LiteRT has no int64 inputs).
 """
 
 from __future__ import annotations
@@ -16,16 +18,30 @@ from torch import nn
 
 from hear_edge.model import HEAR, Decoder, lengths_to_mask
 
-WINDOW_INPUTS = ("log_mel", "valid_frames")
+WINDOW_INPUTS = ("log_mel",)
+BUCKETED_WINDOW_INPUTS = ("log_mel", "valid_frames")
 WINDOW_OUTPUTS = ("acoustic",)
-TASK_INPUTS = ("acoustic", "spectrum_pairs", "valid_frames")
+TASK_INPUTS = ("acoustic", "spectrum_pairs")
+BUCKETED_TASK_INPUTS = ("acoustic", "spectrum_pairs", "valid_frames")
 TASK_OUTPUTS = ("logits", "pooled")
 
 
 class AcousticWindowGraph(nn.Module):
+    """A window whose every frame is valid: nothing to mask, so no mask is computed."""
+
     def __init__(self, model: HEAR):
         super().__init__()
         self.acoustic_model = model.acoustic_model
+
+    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
+        hidden = self.acoustic_model.feature_extractor(log_mel)
+        for layer in self.acoustic_model.contextual_encoder.layers:
+            hidden = layer(hidden, None)
+        return hidden
+
+
+class BucketedAcousticWindowGraph(AcousticWindowGraph):
+    """A window padded to a static bucket length, frames past `valid_frames` masked."""
 
     def forward(self, log_mel: torch.Tensor, valid_frames: torch.Tensor) -> torch.Tensor:
         return self.acoustic_model.encode_window(log_mel, valid_frames)
@@ -46,7 +62,7 @@ class TaskGraph(nn.Module):
         layer = model.task_model.transformer
         self.num_heads = layer.self_attn.num_heads
 
-    def _attention(self, hidden: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    def _attention(self, hidden: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         attention = self.task_model.transformer.self_attn
         query, key, value = F.linear(hidden, attention.in_proj_weight, attention.in_proj_bias).chunk(3, dim=-1)
         head_size = hidden.shape[-1] // self.num_heads
@@ -55,26 +71,42 @@ class TaskGraph(nn.Module):
             return x.unflatten(-1, (self.num_heads, head_size)).transpose(1, 2)
 
         scores = heads(query) @ heads(key).transpose(-1, -2) / math.sqrt(head_size)
-        scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
         out = (torch.softmax(scores, dim=-1) @ heads(value)).transpose(1, 2).flatten(2)
         return attention.out_proj(out)
 
-    def forward(self, acoustic: torch.Tensor, spectrum_pairs: torch.Tensor, valid_frames: torch.Tensor):
+    def _encode(self, acoustic: torch.Tensor, spectrum_pairs: torch.Tensor, key_mask: torch.Tensor | None):
         frames = acoustic.shape[1]
-        key_mask = lengths_to_mask(valid_frames, frames)
         hidden = self.mixture.mix_pairs(acoustic, spectrum_pairs) + self.task_model.pos_embed[:, :frames]
         layer = self.task_model.transformer
         hidden = layer.norm1(hidden + self._attention(hidden, key_mask))
-        hidden = layer.norm2(hidden + layer.linear2(F.relu(layer.linear1(hidden))))
+        return layer.norm2(hidden + layer.linear2(F.relu(layer.linear1(hidden))))
+
+    def forward(self, acoustic: torch.Tensor, spectrum_pairs: torch.Tensor):
+        """Every frame valid: no mask, and plain mean, max and std over time."""
+        hidden = self._encode(acoustic, spectrum_pairs, None)
+        frames = torch.ones_like(hidden[:, :, :1]).sum(dim=1)  # (B, 1): the free length, as a tensor
+        mean = hidden.sum(dim=1) / frames
+        squares = ((hidden - mean.unsqueeze(1)) ** 2).sum(dim=1)
+        std = torch.sqrt(squares / (frames - 1).clamp(min=1e-5) + 1e-8)  # as Decoder.pool
+        pooled = torch.cat([mean, hidden.max(dim=1)[0], std], dim=1)
+        return self.decoder.classify_pooled(pooled), pooled
+
+
+class BucketedTaskGraph(TaskGraph):
+    """Padded to a static bucket length, frames past `valid_frames` masked."""
+
+    def forward(self, acoustic: torch.Tensor, spectrum_pairs: torch.Tensor, valid_frames: torch.Tensor):
+        hidden = self._encode(acoustic, spectrum_pairs, lengths_to_mask(valid_frames, acoustic.shape[1]))
         pooled = Decoder.pool(hidden, valid_frames)
         return self.decoder.classify_pooled(pooled), pooled
 
 
-def window_example(model: HEAR) -> tuple[torch.Tensor, torch.Tensor]:
-    mel_frames = 2 * model.acoustic_model.max_length
+def window_example(model: HEAR, frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    frames = frames or model.acoustic_model.max_length
     generator = torch.Generator().manual_seed(0)
-    return (torch.randn(1, 128, mel_frames, generator=generator),
-            torch.tensor([model.acoustic_model.max_length], dtype=torch.int32))
+    return (torch.randn(1, 128, 2 * frames, generator=generator), torch.tensor([frames], dtype=torch.int32))
 
 
 def task_example(model: HEAR, frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

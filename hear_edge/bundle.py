@@ -11,7 +11,9 @@ from typing import Any
 from .errors import BundleError
 from .frontend import FrontendParams
 
-SCHEMA_VERSION = 1
+# 2: free-length ONNX acoustic windows, LiteRT window buckets, the `streaming` defaults.
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 FORMATS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "int8")
@@ -24,6 +26,11 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def signature_name(role: str, frames: int) -> str:
+    """The LiteRT signature of one length bucket: `window_300`, `task_1500`."""
+    return f"{'window' if role == 'acoustic_window' else 'task'}_{frames}"
 
 
 @dataclass
@@ -43,7 +50,8 @@ class GraphSpec:
     bytes: int
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    # Task graphs: None when the frame axis is free; else the static lengths, one signature each.
+    # None when the frame axis is free (or, in schema 1, a window graph's one static length);
+    # else the static lengths, one signature each (`signature_name`).
     frame_buckets: list[int] | None = None
 
     @classmethod
@@ -77,6 +85,9 @@ class Manifest:
     provenance: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    # How to stream this model: {"clip_seconds": the length the head was trained on (None if
+    # unknown), "context_seconds", "hop_seconds"}; empty in bundles older than schema 2.
+    streaming: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -86,6 +97,16 @@ class Manifest:
     @property
     def embedding_size(self) -> int:
         return 3 * self.task_hidden_size
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window_frames * 2 * self.frontend.hop_samples / self.frontend.sample_rate_hz
+
+    @property
+    def stream_defaults(self) -> dict[str, float]:
+        """The context and hop a stream takes when not told (older bundles: one window, 1 s hop)."""
+        settings = self.streaming or stream_settings(None, self.window_seconds)
+        return {"context_seconds": float(settings["context_seconds"]), "hop_seconds": float(settings["hop_seconds"])}
 
     def graph(self, role: str, fmt: str, precision: str) -> GraphSpec | None:
         for spec in self.graphs:
@@ -112,10 +133,10 @@ class Manifest:
         if not isinstance(data, dict):
             raise BundleError(f"{source}: the manifest is not a JSON object.")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if isinstance(version, bool) or version not in READABLE_SCHEMA_VERSIONS:
             raise BundleError(f"{source}: manifest schema_version {version!r} is not one this hear-edge "
-                              f"reads (it reads {SCHEMA_VERSION}). Upgrade hear-edge, or re-export the "
-                              f"bundle with this version's `hear-edge export`.")
+                              f"reads (it reads {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}). Upgrade "
+                              f"hear-edge, or re-export the bundle with this version's `hear-edge export`.")
         try:
             data = dict(data)
             data.pop("sample_rate_hz", None)
@@ -129,6 +150,14 @@ class Manifest:
         path = Path(bundle_dir) / MANIFEST_NAME
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
+
+
+def stream_settings(clip_seconds: float | None, window_seconds: float) -> dict[str, Any]:
+    """How to stream a head trained on clips of `clip_seconds`: a context of one training clip
+    (at most one acoustic window), four results per context and at least one a second. A head
+    trained on 1 s words and shown 6 s of context hears mostly audio unlike its training."""
+    context = window_seconds if clip_seconds is None else min(window_seconds, max(0.1, round(clip_seconds, 2)))
+    return {"clip_seconds": clip_seconds, "context_seconds": context, "hop_seconds": min(1.0, round(context / 4, 2))}
 
 
 def read_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifest:

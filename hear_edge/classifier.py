@@ -303,12 +303,24 @@ class HearEdge:
         return Embeddings(np.mean(scenes, axis=0).astype(np.float32), np.concatenate(frames).astype(np.float32),
                           np.concatenate(times))
 
-    def create_stream(self, hop_seconds: float = 1.0, context_seconds: float = 6.0, max_results: int | None = 5,
-                      score_threshold: float | None = None, allowlist=None, denylist=None):
-        """A new stream over this model; see `ClassificationStream`. One model serves many streams."""
+    def create_stream(self, hop_seconds: float | None = None, context_seconds: float | None = None,
+                      max_results: int | None = 5, score_threshold: float | None = None, allowlist=None,
+                      denylist=None):
+        """A new stream over this model; see `ClassificationStream`. One model serves many streams.
+
+        Args:
+            hop_seconds: time between results; None takes the bundle's default
+                (`manifest.stream_defaults`: a quarter of the context, at most 1 s).
+            context_seconds: audio each result classifies, ending at the result's time; None
+                takes the bundle's default: the clip length its head was trained on (6 s for
+                bundles that do not record it). Both are multiples of 10 ms in 0.05-30 s.
+            max_results, score_threshold, allowlist, denylist: as for `classify`.
+        """
         from .streaming import ClassificationStream
 
-        return ClassificationStream(self, hop_seconds, context_seconds,
+        defaults = self.manifest.stream_defaults
+        return ClassificationStream(self, defaults["hop_seconds"] if hop_seconds is None else hop_seconds,
+                                    defaults["context_seconds"] if context_seconds is None else context_seconds,
                                     _ResultFilter(self.labels, max_results, score_threshold, allowlist, denylist))
 
 

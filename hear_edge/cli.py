@@ -33,7 +33,8 @@ def _export(args: argparse.Namespace) -> int:
                              formats=args.format or ("onnx", "tflite"),
                              precisions=args.precision or ("fp32", "int8"),
                              calibration=args.calibration, name=args.name, version=args.model_version,
-                             force=args.force, overwrite=args.overwrite)
+                             force=args.force, overwrite=args.overwrite, clip_seconds=args.clip_seconds,
+                             stream_context_seconds=args.stream_context, stream_hop_seconds=args.stream_hop)
     print(parity_table(manifest))
     print(f"wrote {args.output}" + ("" if manifest.parity["passed"] else " (FAILED its parity gate: --force)"))
     return 0
@@ -159,6 +160,9 @@ def _info(args: argparse.Namespace) -> int:
     print(f"input: {manifest.sample_rate_hz} Hz; windows of {manifest.window_frames} frames "
           f"({manifest.window_frames / 50:g} s), overlap {manifest.overlap_frames}; "
           f"clips over {manifest.max_task_frames / 50:g} s are segmented")
+    stream, trained = manifest.stream_defaults, manifest.streaming.get("clip_seconds")
+    print(f"stream defaults: context {stream['context_seconds']:g} s, hop {stream['hop_seconds']:g} s"
+          + (f" (head trained on {trained:g} s clips)" if trained else ""))
     print("| graph | format | precision | size MB | sha256 |")
     print("|---|---|---|---|---|")
     for g in manifest.graphs:
@@ -262,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--calibration", help="folder of real audio for the parity gate")
     export.add_argument("--name", help="model name for the manifest (default: the folder's stem)")
     export.add_argument("--model-version", default="1", help="model version for the manifest")
+    export.add_argument("--clip-seconds", type=float, help="clip length the head was trained on (default: "
+                        "the checkpoint's .training.json, which finetune writes)")
+    export.add_argument("--stream-context", type=float, help="default stream context in seconds (default: "
+                        "the clip length, at most one 6 s window)")
+    export.add_argument("--stream-hop", type=float, help="default stream hop in seconds (default: a quarter "
+                        "of the context, at most 1 s)")
     export.add_argument("--force", action="store_true", help="write a bundle that misses its parity gate, "
                                                              "marked as failed")
     export.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -314,8 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     stream = commands.add_parser("stream", help="classify a file (or the microphone) as a stream")
     stream.add_argument("file", nargs="?", metavar="FILE")
     _add_model_options(stream)
-    stream.add_argument("--hop", type=float, default=1.0, help="seconds between results (default 1)")
-    stream.add_argument("--context", type=float, default=6.0, help="seconds each result covers (default 6)")
+    stream.add_argument("--hop", type=float, help="seconds between results (default: the bundle's, "
+                                                  "see `hear-edge info`)")
+    stream.add_argument("--context", type=float, help="seconds each result covers (default: the bundle's, "
+                                                      "the clip length its head was trained on)")
     stream.add_argument("--realtime", action="store_true", help="feed the file at its real-time pace")
     stream.add_argument("--mic", action="store_true", help="listen to the default microphone (sounddevice)")
     stream.set_defaults(run=_stream)

@@ -89,12 +89,17 @@ def train_and_validation_sets(data_dir, val_fraction: float, seed: int) -> tuple
     return _split(read_labelled_folders(root), val_fraction, seed)
 
 
-def write_sidecars(checkpoint: Path, labels: list[str], config: HearConfig) -> tuple[Path, Path]:
-    """The `.labels.txt` and `.config.json` beside a checkpoint, which `hear-edge export` reads."""
+def write_sidecars(checkpoint: Path, labels: list[str], config: HearConfig,
+                   data: LabelledAudio | None = None) -> tuple[Path, Path]:
+    """The `.labels.txt` and `.config.json` beside a checkpoint, which `hear-edge export` reads, and
+    `.training.json` with the median training clip length, from which export sets the stream defaults."""
     checkpoint = Path(checkpoint)
     labels_file, config_file = checkpoint.with_suffix(".labels.txt"), checkpoint.with_suffix(".config.json")
     labels_file.write_text("\n".join(labels) + "\n")
     config_file.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    if data is not None and data.clips:
+        clip_seconds = round(float(np.median([len(c) for c in data.clips])) / 16000, 2)
+        checkpoint.with_suffix(".training.json").write_text(json.dumps({"clip_seconds": clip_seconds}) + "\n")
     return labels_file, config_file
 
 
@@ -353,5 +358,5 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
         if max_minutes is not None and record["minutes"] >= max_minutes:
             logger.info("stopping after %.1f minutes (max_minutes)", record["minutes"])
             break
-    write_sidecars(output, labels, model.config)
+    write_sidecars(output, labels, model.config, train_data)
     return result

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import FORMAT_BACKEND, Manifest, verify_graph
+from .bundle import FORMAT_BACKEND, GraphSpec, Manifest, signature_name, verify_graph
 from .errors import BundleError, ClipTooLongError
+from .host import release_freed_heap
 from .windows import blend_weights, overlap_add, plan_windows
 
 
@@ -26,6 +27,32 @@ def spectrum_pairs(log_power: np.ndarray, frames: int) -> np.ndarray:
     bins = log_power.shape[0]
     return np.ascontiguousarray(
         log_power[:, :2 * frames].reshape(bins, frames, 2).transpose(1, 0, 2).reshape(frames, 2 * bins))
+
+
+class _Lengths:
+    """How one graph takes a length: free (run the exact frames) or static buckets (pad and mask)."""
+
+    def __init__(self, spec: GraphSpec, static_frames: int):
+        self.masked = "valid_frames" in spec.input_names
+        if not self.masked:
+            self.buckets = None
+        elif spec.frame_buckets:
+            self.buckets = sorted(spec.frame_buckets)
+        else:  # schema 1: one static window; a task graph whose masked axis is free
+            self.buckets = [static_frames] if spec.role == "acoustic_window" else None
+        # LiteRT files with several buckets name a signature per bucket; one-signature files need none.
+        self.named = spec.format == "tflite" and bool(spec.frame_buckets)
+        self.role = spec.role
+
+    def pick(self, frames: int) -> tuple[int, str | None]:
+        """(length to run, signature) for `frames` valid frames."""
+        if self.buckets is None:
+            return frames, None
+        length = next((b for b in self.buckets if b >= frames), None)
+        if length is None:
+            raise ClipTooLongError(f"{frames} frames exceed the {self.role} graph's longest bucket "
+                                   f"({self.buckets[-1]}); segment the clip first.")
+        return length, signature_name(self.role, length) if self.named else None
 
 
 class InferenceEngine:
@@ -47,21 +74,29 @@ class InferenceEngine:
                                        window_spec.input_names, window_spec.output_names, num_threads)
         self.task_graph = open_graph(self.backend, verify_graph(bundle_dir, task_spec),
                                      task_spec.input_names, task_spec.output_names, num_threads)
-        self.task_buckets = sorted(task_spec.frame_buckets) if task_spec.frame_buckets else None
+        self.window_lengths = _Lengths(window_spec, manifest.window_frames)
+        self.task_lengths = _Lengths(task_spec, manifest.max_task_frames)
         self.window_frames = manifest.window_frames
         self.blend = blend_weights(manifest.window_frames, manifest.overlap_frames)
+        release_freed_heap()  # the parsed graph files are freed by now; hand their pages back
 
     def encode_window(self, log_mel: np.ndarray, start: int, valid: int) -> np.ndarray:
-        """Acoustic frames [start, start + window) of a clip's log-mel (mels, mel frames)."""
-        window = np.zeros((1, log_mel.shape[0], 2 * self.window_frames), dtype=np.float32)
-        window[0, :, :2 * valid] = log_mel[:, 2 * start:2 * (start + valid)]
-        outputs = self.window_graph.run({"log_mel": window, "valid_frames": np.array([valid], np.int32)})
-        return outputs["acoustic"][0]
+        """Acoustic frames [start, start + valid) of a clip's log-mel (mels, mel frames): (valid, hidden)."""
+        length, signature = self.window_lengths.pick(valid)
+        if length == valid:
+            window = np.ascontiguousarray(log_mel[None, :, 2 * start:2 * (start + valid)], dtype=np.float32)
+        else:
+            window = np.zeros((1, log_mel.shape[0], 2 * length), dtype=np.float32)
+            window[0, :, :2 * valid] = log_mel[:, 2 * start:2 * (start + valid)]
+        inputs = {"log_mel": window}
+        if self.window_lengths.masked:
+            inputs["valid_frames"] = np.array([valid], np.int32)
+        return self.window_graph.run(inputs, signature)["acoustic"][0, :valid]
 
     def acoustic(self, log_mel: np.ndarray) -> np.ndarray:
         frames = log_mel.shape[1] // 2
         plan = plan_windows(frames, self.window_frames, self.manifest.overlap_frames)
-        windows = np.stack([self.encode_window(log_mel, start, valid) for start, valid in plan])
+        windows = [self.encode_window(log_mel, start, valid) for start, valid in plan]
         return overlap_add(windows, plan, frames, self.blend)
 
     def task(self, acoustic: np.ndarray, log_power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,16 +105,19 @@ class InferenceEngine:
             raise ClipTooLongError(f"{frames} acoustic frames exceed the Task Model's "
                                    f"{self.manifest.max_task_frames}; segment the clip first.")
         pairs = spectrum_pairs(log_power, frames)
-        signature, length = None, frames
-        if self.task_buckets:
-            length = next(b for b in self.task_buckets if b >= frames)
-            signature = f"task_{length}"
-        hidden = np.zeros((1, length, acoustic.shape[1]), np.float32)
-        hidden[0, :frames] = acoustic
-        padded_pairs = np.zeros((1, length, pairs.shape[1]), np.float32)
-        padded_pairs[0, :frames] = pairs
-        outputs = self.task_graph.run({"acoustic": hidden, "spectrum_pairs": padded_pairs,
-                                       "valid_frames": np.array([frames], np.int32)}, signature)
+        length, signature = self.task_lengths.pick(frames)
+        if length == frames:
+            hidden, padded_pairs = acoustic[None].astype(np.float32, copy=False), pairs[None]
+        else:
+            hidden = np.zeros((1, length, acoustic.shape[1]), np.float32)
+            hidden[0, :frames] = acoustic
+            padded_pairs = np.zeros((1, length, pairs.shape[1]), np.float32)
+            padded_pairs[0, :frames] = pairs
+        inputs = {"acoustic": np.ascontiguousarray(hidden),
+                  "spectrum_pairs": np.ascontiguousarray(padded_pairs, dtype=np.float32)}
+        if self.task_lengths.masked:
+            inputs["valid_frames"] = np.array([frames], np.int32)
+        outputs = self.task_graph.run(inputs, signature)
         return outputs["logits"][0], outputs["pooled"][0]
 
     def run(self, log_mel: np.ndarray, log_power: np.ndarray) -> ClipOutputs:

@@ -37,16 +37,26 @@ def _to_samples(seconds, name: str, minimum_s: float, maximum_s: float) -> int:
     return hops * _HOP
 
 
+def check_stream_timing(hop_seconds, context_seconds) -> tuple[int, int]:
+    """(hop, context) in 16 kHz samples; InvalidArgumentError unless 10 ms multiples, 0.05-30 s, hop <= context."""
+    hop_samples = _to_samples(hop_seconds, "hop_seconds", 0.05, 30.0)
+    context_samples = _to_samples(context_seconds, "context_seconds", 0.05, 30.0)
+    if hop_samples > context_samples:
+        raise InvalidArgumentError(f"hop_seconds ({hop_seconds}) must not exceed context_seconds ({context_seconds}): "
+                                   f"audio between windows would never be classified.")
+    return hop_samples, context_samples
+
+
 class ClassificationStream:
-    """Per-stream state over a shared HearEdge model. Thread-safe; create one per audio source."""
+    """Per-stream state over a shared HearEdge model. Thread-safe; create one per audio source.
+
+    Each result runs the Acoustic Model on its own context only (a 1 s context is a 50-frame
+    window), so a stream costs about context / hop times the offline work of the same audio.
+    """
 
     def __init__(self, model, hop_seconds: float, context_seconds: float, keep):
         self.model = model
-        self.hop_samples = _to_samples(hop_seconds, "hop_seconds", 0.05, 30.0)
-        self.context_samples = _to_samples(context_seconds, "context_seconds", 0.05, 30.0)
-        if self.hop_samples > self.context_samples:
-            raise InvalidArgumentError(f"hop_seconds ({hop_seconds}) must not exceed context_seconds ({context_seconds}): "
-                             f"audio between windows would never be classified.")
+        self.hop_samples, self.context_samples = check_stream_timing(hop_seconds, context_seconds)
         self._keep = keep
         self._frontend = model.frontend
         self._lock = threading.Lock()

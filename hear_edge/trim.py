@@ -275,7 +275,7 @@ def trim(checkpoint, data_dir, output, target_sparsity: float = 0.5, config=None
     trimmed = remove_masked_units(model, masks)
     masks.remove()
     torch.save(trimmed.state_dict(), output)
-    labels_file, config_file = write_sidecars(output, train_data.labels, trimmed.config)
+    labels_file, config_file = write_sidecars(output, train_data.labels, trimmed.config, train_data)
     return TrimResult(output, labels_file, config_file, target_sparsity, masks.sparsity(), best_epoch,
                       best_accuracy, masks.kept_heads(), masks.kept_channels(),
                       (before[0], parameter_count(trimmed.acoustic_model)), (before[1], _macs(trimmed)),

@@ -31,16 +31,18 @@ def blend_weights(window_frames: int, overlap_frames: int) -> np.ndarray:
     return weights
 
 
-def overlap_add(windows: np.ndarray, plan: list[tuple[int, int]], num_frames: int,
-                weights: np.ndarray) -> np.ndarray:
-    """Blend encoded windows (n, window_frames, hidden) into (num_frames, hidden)."""
+def overlap_add(windows, plan: list[tuple[int, int]], num_frames: int, weights: np.ndarray) -> np.ndarray:
+    """Blend encoded windows, each (valid frames, hidden) as planned, into (num_frames, hidden).
+
+    Only a window's valid frames are blended: in the official code the frames past a clip's end
+    take weight too, but they are cut off with everything else past `num_frames`.
+    """
     if len(plan) == 1:
-        return windows[0, :num_frames]
-    window_frames = windows.shape[1]
-    total = plan[-1][0] + window_frames
-    summed = np.zeros((total, windows.shape[2]), dtype=np.float32)
-    weight_sum = np.zeros((total, 1), dtype=np.float32)
-    for encoded, (start, _) in zip(windows, plan):
-        summed[start:start + window_frames] += encoded * weights[:, None]
-        weight_sum[start:start + window_frames, 0] += weights
-    return summed[:num_frames] / weight_sum[:num_frames]
+        return windows[0][:num_frames]
+    hidden = windows[0].shape[-1]
+    summed = np.zeros((num_frames, hidden), dtype=np.float32)
+    weight_sum = np.zeros((num_frames, 1), dtype=np.float32)
+    for encoded, (start, valid) in zip(windows, plan):
+        summed[start:start + valid] += encoded[:valid] * weights[:valid, None]
+        weight_sum[start:start + valid, 0] += weights[:valid]
+    return summed / weight_sum

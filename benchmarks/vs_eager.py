@@ -1,0 +1,130 @@
+"""hear-edge against PyTorch eager on the same weights: clips, keyword streams and long-context streams.
+
+Everything runs in one process on one thread, round robin (each round times every contender on
+every input in turn, so drift in the machine's speed hits all alike), in CPU time
+(time.process_time). Ratios are medians over rounds of eager / hear-edge. PyTorch eager runs
+the reference model (`hear_edge.model`) exactly as `classify` is defined: official preprocessing,
+one clip per call. A stream figure is the compute of the whole stream (every chunk through
+`accept_waveform`) over the compute of one offline `classify` of the same audio.
+
+    python3 benchmarks/vs_eager.py CHECKPOINT --config CONFIG --bundle B.hearedge [--rounds 7] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+
+def _cpu_seconds(fn) -> float:
+    started = time.process_time()
+    fn()
+    return time.process_time() - started
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--config")
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--precision", action="append", choices=["fp32", "int8"],
+                        help="repeat for several (default: every ONNX precision in the bundle)")
+    parser.add_argument("--backend", default="onnx", choices=["onnx", "litert"])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--stream-seconds", type=float, default=60.0,
+                        help="audio per stream measurement (default 60)")
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from hear_edge import HearEdge
+    from hear_edge.bench import machine_info
+    from hear_edge.model import load_checkpoint
+    from hear_edge.signals import synthetic_clip
+
+    torch.set_num_threads(1)
+    eager = load_checkpoint(args.checkpoint, args.config)
+    fmt = "onnx" if args.backend == "onnx" else "tflite"
+    precisions = args.precision or [p for f, p in HearEdge.load(args.bundle, backend=args.backend)
+                                    .manifest.variants() if f == fmt]
+    models = {p: HearEdge.load(args.bundle, backend=args.backend, precision=p, num_threads=1) for p in precisions}
+
+    def eager_classify(wave: np.ndarray):
+        tensor = torch.from_numpy(wave.astype(np.float32))[None, None]
+        with torch.no_grad():
+            return eager(tensor, torch.tensor([wave.shape[0]]))
+
+    clips = {f"{s:g} s clip": synthetic_clip(s, seed=100) for s in (1.0, 2.0, 3.0, 10.0)}
+    streams = {"keyword stream (1 s / 0.25 s)": (1.0, 0.25), "long-context stream (6 s / 1 s)": (6.0, 1.0)}
+    stream_audio = synthetic_clip(args.stream_seconds, seed=101)
+
+    def run_stream(model, context, hop):
+        stream = model.create_stream(hop_seconds=hop, context_seconds=context)
+        results = 0
+        for start in range(0, len(stream_audio), 1600):  # 100 ms chunks, as a microphone delivers
+            results += len(stream.accept_waveform(stream_audio[start:start + 1600], 16000))
+        return results
+
+    for model in models.values():  # warm-up, excluded
+        for wave in clips.values():
+            model.classify(wave, 16000)
+        eager_classify(wave)
+
+    times: dict[str, dict[str, list[float]]] = {}
+    results_per_stream = {}
+    for _ in range(args.rounds):
+        for name, wave in clips.items():
+            row = times.setdefault(name, {})
+            row.setdefault("pytorch eager", []).append(_cpu_seconds(lambda: eager_classify(wave)))
+            for precision, model in models.items():
+                row.setdefault(precision, []).append(_cpu_seconds(lambda: model.classify(wave, 16000)))
+        for name, (context, hop) in streams.items():
+            row = times.setdefault(name, {})
+            context_wave = stream_audio[:int(context * 16000)]
+            row.setdefault("pytorch eager, one context", []).append(_cpu_seconds(lambda: eager_classify(context_wave)))
+            for precision, model in models.items():
+                row.setdefault(f"{precision} offline classify of the stream's audio", []).append(
+                    _cpu_seconds(lambda: model.classify(stream_audio, 16000)))
+                count = []
+                row.setdefault(f"{precision} stream", []).append(
+                    _cpu_seconds(lambda: count.append(run_stream(model, context, hop))))
+                results_per_stream[name] = count[0]
+        print(".", end="", flush=True, file=sys.stderr)
+    print(file=sys.stderr)
+
+    report = {"machine": machine_info(), "bundle": args.bundle, "backend": args.backend, "rounds": args.rounds,
+              "threads": 1, "timer": "process CPU time", "stream_seconds": args.stream_seconds,
+              "medians_ms": {n: {k: 1000 * float(np.median(v)) for k, v in row.items()} for n, row in times.items()},
+              "ratios": {}}
+    for name, row in times.items():
+        ratios = report["ratios"].setdefault(name, {})
+        for precision in models:
+            if name in clips:
+                ratios[f"{precision} speed-up vs eager"] = float(np.median(
+                    np.array(row["pytorch eager"]) / np.array(row[precision])))
+            else:
+                stream, offline = np.array(row[f"{precision} stream"]), np.array(
+                    row[f"{precision} offline classify of the stream's audio"])
+                per_result = stream / results_per_stream[name]
+                ratios[f"{precision} stream compute / offline classify"] = float(np.median(stream / offline))
+                ratios[f"{precision} speed-up per result vs eager classify of one context"] = float(np.median(
+                    np.array(row["pytorch eager, one context"]) / per_result))
+                ratios["results"] = results_per_stream[name]
+    text = json.dumps(report, indent=2)
+    if args.json:
+        with open(args.json, "w") as handle:
+            handle.write(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""What CPU this is: the features that pick onnxruntime's and LiteRT's int8 kernels."""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+from functools import lru_cache
+from pathlib import Path
+
+# x86: VNNI decides between the vpdpbusd int8 kernel and vpmaddubsw (which can saturate with
+# full-range signed weights); ARM: dot-product and i8mm instructions.
+_INT8_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8",
+               "asimd", "asimddp", "i8mm", "sve")
+
+
+@lru_cache(maxsize=1)
+def host_cpu() -> dict:
+    """{"machine", "model", "flags"} of this host; flags limited to the ones int8 kernels care about."""
+    model, flags = platform.processor() or "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key in ("model name", "cpu model") and not model:
+                model = value.strip()
+            elif key in ("flags", "features"):
+                flags |= set(value.split())
+    except OSError:  # not Linux: the machine name is what we can tell
+        pass
+    return {"machine": platform.machine(), "model": model,
+            "flags": [f for f in _INT8_FLAGS if f in flags]}
+
+
+def release_freed_heap() -> None:
+    """Return freed heap pages to the OS (glibc only; a no-op elsewhere). onnxruntime parses a
+    graph file into memory it frees once the session exists, and glibc keeps such pages mapped:
+    10 MB of resident memory for the default bundle."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
