@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import FORMAT_BACKEND, Manifest, verify_graph
-from .errors import BundleError, ClipTooLongError
+from .errors import BundleError, ClipTooLongError, LabelError
 from .windows import blend_weights, overlap_add, plan_windows
 
 
@@ -26,6 +26,19 @@ def spectrum_pairs(log_power: np.ndarray, frames: int) -> np.ndarray:
     bins = log_power.shape[0]
     return np.ascontiguousarray(
         log_power[:, :2 * frames].reshape(bins, frames, 2).transpose(1, 0, 2).reshape(frames, 2 * bins))
+
+
+def check_label_count(manifest: Manifest, task_graph) -> None:
+    """The manifest's labels must be exactly the head's outputs, read from the graph itself."""
+    shape = task_graph.output_shape("logits")
+    classes = shape[-1] if shape else None
+    if isinstance(classes, bool) or not isinstance(classes, int):
+        raise BundleError(f"{task_graph.path}: the head's output 'logits' has shape {shape}, without a fixed "
+                          f"class count to check the {len(manifest.labels)} labels against; re-export the bundle.")
+    if classes != len(manifest.labels):
+        raise LabelError(f"{task_graph.path}: the head has {classes} classes but the manifest lists "
+                         f"{len(manifest.labels)} labels; the labels do not belong to this graph. Re-export "
+                         f"the bundle with the checkpoint's own labels.")
 
 
 class InferenceEngine:
@@ -47,6 +60,7 @@ class InferenceEngine:
                                        window_spec.input_names, window_spec.output_names, num_threads)
         self.task_graph = open_graph(self.backend, verify_graph(bundle_dir, task_spec),
                                      task_spec.input_names, task_spec.output_names, num_threads)
+        check_label_count(manifest, self.task_graph)
         self.task_buckets = sorted(task_spec.frame_buckets) if task_spec.frame_buckets else None
         self.window_frames = manifest.window_frames
         self.blend = blend_weights(manifest.window_frames, manifest.overlap_frames)
