@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,28 +16,130 @@ from .frontend import SAMPLE_RATE_HZ
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif"}
 MIN_RATE_HZ = 8000
 MAX_RATE_HZ = 192000
-# Float audio whose peak is above this is almost surely integer PCM stored as float.
-_FLOAT_PEAK_LIMIT = 16.0
+# Float audio is in [-1, 1]; up to +6 dB over is kept for slightly overdriven float audio (inter-sample
+# peaks, resampler ringing, gain staging). Beyond that it is a scaling error, e.g. PCM stored as float.
+_FLOAT_PEAK_LIMIT = 2.0
+_INT16_PEAK = 32768
+READ_BLOCK_FRAMES = 1 << 16
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode a file with soundfile: (samples, channels) float32 in [-1, 1] and its rate."""
+def audio_blocks(path: str | Path, block_frames: int = READ_BLOCK_FRAMES) -> tuple[Iterator[np.ndarray], int]:
+    """Open an audio file: an iterator of (frames, channels) float32 blocks, and its sample rate.
+
+    The one file reader: non-regular files (pipes, devices, folders) are refused before they are
+    opened, since reading one can block forever; a file with fewer frames than its header declares
+    (truncated), damaged data or NaN samples raises when the blocks reach it; the file is closed on
+    every path.
+
+    Raises:
+        InvalidAudioError: missing, not a regular file, not audio, an unsupported rate; while
+            iterating: truncated, damaged, or non-finite samples.
+    """
     import soundfile
 
     path = Path(path)
-    if not path.exists():
-        raise InvalidAudioError(f"audio file {path} does not exist.")
-    if not path.is_file():
-        raise InvalidAudioError(f"{path} is not a file; pass the path of an audio file.")
     try:
-        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, soundfile.LibsndfileError, ValueError) as error:
-        raise InvalidAudioError(f"{path} is not audio that soundfile can read ({error}); formats it reads "
-                                f"include WAV, FLAC, OGG/Vorbis, Opus and MP3.") from None
-    return samples, int(rate)
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InvalidAudioError(f"audio file {path} does not exist.") from None
+    except OSError as error:
+        raise InvalidAudioError(f"audio file {path} cannot be read ({error.strerror}); check the path and "
+                                f"its permissions.") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a pipe (FIFO)" if stat.S_ISFIFO(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "a device or other special file")
+        raise InvalidAudioError(f"{path} is {kind}, not a regular file; pass the path of an audio file.")
+    try:
+        # Non-blocking, so a file swapped for a pipe since the stat cannot block the open.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as error:
+        raise InvalidAudioError(f"audio file {path} cannot be opened ({error.strerror}); check its "
+                                f"permissions.") from None
+    handle = os.fdopen(fd, "rb")
+    try:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise InvalidAudioError(f"{path} is not a regular file; pass the path of an audio file.")
+        declared = _wav_declared_frames(handle)
+        handle.seek(0)
+        try:
+            sound = soundfile.SoundFile(handle)
+        except (RuntimeError, ValueError, TypeError) as error:  # soundfile's LibsndfileError is a RuntimeError
+            raise InvalidAudioError(f"{path} is not audio that soundfile can read ({error}); formats it "
+                                    f"reads include WAV, FLAC, OGG/Vorbis, Opus and MP3.") from None
+        try:
+            rate = check_sample_rate(sound.samplerate)
+        except InvalidAudioError as error:
+            sound.close()
+            raise InvalidAudioError(f"{path}: {error}") from None
+        if declared is None and sound.frames > 0:
+            declared = sound.frames
+    except BaseException:
+        handle.close()
+        raise
+    return _read_blocks(path, handle, sound, rate, declared, block_frames), rate
 
 
-def scale_pcm(audio: np.ndarray) -> np.ndarray:
+def _read_blocks(path, handle, sound, rate: int, declared: int | None, block_frames: int) -> Iterator[np.ndarray]:
+    read = 0
+    try:
+        while True:
+            try:
+                block = sound.read(block_frames, dtype="float32", always_2d=True)
+            except RuntimeError as error:
+                raise InvalidAudioError(f"{path} is damaged {read / rate:.2f} s in ({error}); re-copy or "
+                                        f"re-encode the file.") from None
+            if not len(block):
+                break
+            if not np.isfinite(block).all():
+                raise InvalidAudioError(f"{path} holds NaN or infinite samples; clean the file first.")
+            read += len(block)
+            yield block
+        if declared is not None and read < declared:
+            raise InvalidAudioError(
+                f"{path} is truncated: its header declares {declared} frames ({declared / rate:.2f} s) but "
+                f"only {read} ({read / rate:.2f} s) could be read. Re-copy the file, or re-encode what is "
+                f"left so that its header matches.")
+    finally:
+        sound.close()
+        handle.close()
+
+
+def _wav_declared_frames(handle) -> int | None:
+    """Frames a RIFF/RF64 WAV header declares (libsndfile silently shortens it to what is there); else None."""
+    head = handle.read(12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        return None
+    block_align, rf64_data_bytes = None, None
+    for _ in range(256):
+        chunk = handle.read(8)
+        if len(chunk) < 8:
+            return None
+        name, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+        if name == b"data":
+            if head[:4] == b"RF64" and size == 0xFFFFFFFF:
+                size = rf64_data_bytes
+            if not block_align or not size or size == 0xFFFFFFFF:  # length unknown, as a streamed WAV writes
+                return None
+            return size // block_align
+        body = handle.read(min(size, 28))
+        if name == b"fmt " and len(body) >= 14:
+            block_align = int.from_bytes(body[12:14], "little")
+        elif name == b"ds64" and len(body) >= 16:
+            rf64_data_bytes = int.from_bytes(body[8:16], "little")
+        handle.seek(size + (size & 1) - len(body), os.SEEK_CUR)
+    return None
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode a whole file: (samples, channels) float32 in [-1, 1] and its rate (see `audio_blocks`)."""
+    blocks, rate = audio_blocks(path)
+    blocks = list(blocks)
+    if not blocks:
+        return np.zeros((0, 1), np.float32), rate
+    return np.concatenate(blocks), rate
+
+
+def scale_pcm(audio: np.ndarray, what: str = "audio") -> np.ndarray:
     """float32 in [-1, 1] from float or integer PCM (int16 / 32768, int32 / 2**31, uint8 centred at 128)."""
     if np.issubdtype(audio.dtype, np.floating):
         audio = audio.astype(np.float32, copy=False)
@@ -41,24 +147,41 @@ def scale_pcm(audio: np.ndarray) -> np.ndarray:
             peak = float(np.abs(audio).max())
             if peak > _FLOAT_PEAK_LIMIT:
                 raise InvalidAudioError(
-                    f"float audio peaks at {peak:.1f}; float samples are expected in [-1, 1]. If this is "
-                    f"16-bit PCM stored as float, divide by 32768 (or pass it as int16).")
+                    f"{what}: float audio peaks at {peak:.1f}; float samples are expected in [-1, 1] (peaks "
+                    f"up to {_FLOAT_PEAK_LIMIT:g} pass as overdriven). If this is 16-bit PCM stored as float, "
+                    f"divide by 32768 (or pass it as int16); if it is float audio that is too loud, divide it "
+                    f"by its peak.")
         return audio
     if audio.dtype == np.uint8:
         return (audio.astype(np.float32) - 128.0) / 128.0
-    if np.issubdtype(audio.dtype, np.signedinteger):
+    if audio.dtype == np.int32 and audio.size:
+        peak = int(np.abs(audio.astype(np.int64)).max())
+        if 0 < peak <= _INT16_PEAK:
+            raise InvalidAudioError(
+                f"{what}: int32 samples peaking at {peak} fit 16-bit PCM, but as 32-bit PCM they would be "
+                f"{20 * math.log10(peak / 2 ** 31):.0f} dBFS, near silence; the scale is ambiguous. Pass "
+                f"audio.astype(np.int16) if they are 16-bit values, or float32 in [-1, 1].")
+    if audio.dtype in (np.int8, np.int16, np.int32):
         return (audio.astype(np.float64) / float(np.iinfo(audio.dtype).max + 1)).astype(np.float32)
-    raise InvalidAudioError(f"audio dtype {audio.dtype} is not audio: pass float32/float64 in [-1, 1] "
-                            f"or integer PCM (int16, int32, uint8).")
+    if audio.dtype == np.int64:
+        raise InvalidAudioError(
+            f"{what}: int64 samples (what np.array(list_of_ints) gives) have no PCM scale: as 64-bit PCM, "
+            f"16-bit values would be silence. Pass audio.astype(np.int16) for 16-bit PCM, "
+            f"audio.astype(np.int32) for 32-bit PCM, or float32 in [-1, 1].")
+    raise InvalidAudioError(f"{what}: audio dtype {audio.dtype} is not audio: pass float32/float64 in [-1, 1] "
+                            f"or integer PCM (int16, int32, int8, uint8).")
 
 
 def check_sample_rate(sample_rate) -> int:
+    """The rate as an int Hz, refused unless it is a finite whole number in the supported range."""
     if sample_rate is None:
         raise InvalidAudioError("sample_rate is required with an array: pass the rate the audio was "
                                 "recorded at, e.g. classify(audio, sample_rate=48000).")
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer, float, np.floating)) \
-            or float(sample_rate) != int(sample_rate):
-        raise InvalidAudioError(f"sample_rate must be a whole number of Hz, got {sample_rate!r}.")
+            or (isinstance(sample_rate, (float, np.floating))
+                and (not math.isfinite(sample_rate) or float(sample_rate) != math.floor(sample_rate))):
+        raise InvalidAudioError(f"sample_rate must be a whole number of Hz, got {sample_rate!r}; pass the rate "
+                                f"the audio was recorded at, e.g. 16000.")
     rate = int(sample_rate)
     if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
         raise InvalidAudioError(f"sample_rate {rate} Hz is outside the supported {MIN_RATE_HZ}-{MAX_RATE_HZ} Hz; "
@@ -66,20 +189,28 @@ def check_sample_rate(sample_rate) -> int:
     return rate
 
 
-def check_array(audio, what: str = "audio") -> np.ndarray:
-    """Validate soundfile's layout, (samples,) or (samples, channels); return (samples, channels) float32."""
+def check_array(audio, what: str = "audio", allow_empty: bool = False) -> np.ndarray:
+    """Validate soundfile's layout, (samples,) or (samples, channels); return (samples, channels) float32.
+
+    The one array validator: classify, embed, streams (allow_empty for a chunk) and the HEAR API.
+    """
     if not isinstance(audio, np.ndarray):
         raise InvalidAudioError(f"{what}: expected a numpy array or a file path, got {type(audio).__name__}.")
     if audio.ndim not in (1, 2):
         raise InvalidAudioError(f"{what}: expected shape (samples,) or (samples, channels), got {audio.shape}.")
+    if audio.ndim == 2 and audio.shape[1] == 0:
+        raise InvalidAudioError(f"{what}: shape {audio.shape} has zero channels; pass (samples,) or "
+                                f"(samples, channels) with at least one channel.")
     if audio.size == 0:
-        raise InvalidAudioError(f"{what}: the audio is empty (shape {audio.shape}); pass at least 32 ms of sound.")
-    if audio.ndim == 2 and audio.shape[1] > audio.shape[0]:
+        if not allow_empty:
+            raise InvalidAudioError(f"{what}: the audio is empty (shape {audio.shape}); pass at least 32 ms "
+                                    f"of sound.")
+    elif audio.ndim == 2 and audio.shape[1] > audio.shape[0]:
         raise InvalidAudioError(
             f"{what}: shape {audio.shape} has more channels ({audio.shape[1]}) than samples "
             f"({audio.shape[0]}); audio arrays are (samples, channels) as soundfile returns them. "
             f"If yours is (channels, samples), pass audio.T.")
-    audio = scale_pcm(audio)
+    audio = scale_pcm(audio, what)
     if not np.isfinite(audio).all():
         bad = int(audio.size - np.count_nonzero(np.isfinite(audio)))
         raise InvalidAudioError(f"{what}: {bad} sample(s) are NaN or infinite; clean or drop them first.")

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import BundleError
 from .frontend import FrontendParams
+from .manifest_check import validate_manifest
 
-# 2: free-length ONNX acoustic windows, LiteRT window buckets, the `streaming` defaults.
+logger = logging.getLogger("hear_edge")
+
+# 2: free-length ONNX graphs, LiteRT window buckets, the `streaming` defaults, manifest.json.sha256.
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
+CHECKSUM_NAME = MANIFEST_NAME + ".sha256"   # hex sha256 of manifest.json's bytes; from schema 2 on
+MAX_MANIFEST_BYTES = 10 << 20               # far above any real manifest; read before parsing
 FORMATS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "int8")
 FORMAT_BACKEND = {"onnx": "onnx", "tflite": "litert"}
@@ -130,25 +138,24 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "manifest") -> "Manifest":
-        if not isinstance(data, dict):
-            raise BundleError(f"{source}: the manifest is not a JSON object.")
-        version = data.get("schema_version")
-        if isinstance(version, bool) or version not in READABLE_SCHEMA_VERSIONS:
-            raise BundleError(f"{source}: manifest schema_version {version!r} is not one this hear-edge "
-                              f"reads (it reads {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}). Upgrade "
-                              f"hear-edge, or re-export the bundle with this version's `hear-edge export`.")
+        check_schema_version(data, source)
+        validate_manifest(data, source)
         try:
             data = dict(data)
             data.pop("sample_rate_hz", None)
             data["frontend"] = FrontendParams(**data["frontend"])
             data["graphs"] = [GraphSpec.from_dict(g) for g in data["graphs"]]
+            data["streaming"] = data.get("streaming") or {}
             return cls(**data)
         except (KeyError, TypeError) as error:
             raise BundleError(f"{source}: the manifest is malformed ({type(error).__name__}: {error}).") from None
 
     def write(self, bundle_dir: Path) -> Path:
+        """Write manifest.json and, beside it, manifest.json.sha256 (its checksum, which load verifies)."""
         path = Path(bundle_dir) / MANIFEST_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        data = (json.dumps(self.to_dict(), indent=2) + "\n").encode("utf-8")
+        path.write_bytes(data)
+        (Path(bundle_dir) / CHECKSUM_NAME).write_text(hashlib.sha256(data).hexdigest() + "\n")
         return path
 
 
@@ -160,6 +167,37 @@ def stream_settings(clip_seconds: float | None, window_seconds: float) -> dict[s
     return {"clip_seconds": clip_seconds, "context_seconds": context, "hop_seconds": min(1.0, round(context / 4, 2))}
 
 
+def check_schema_version(data, source: str) -> None:
+    if not isinstance(data, dict):
+        raise BundleError(f"{source}: the manifest is not a JSON object; the bundle is corrupt.")
+    version = data.get("schema_version")
+    if isinstance(version, bool) or version not in READABLE_SCHEMA_VERSIONS:
+        raise BundleError(f"{source}: manifest schema_version {version!r} is not one this hear-edge "
+                          f"reads (it reads {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}). Upgrade "
+                          f"hear-edge, or re-export the bundle with this version's `hear-edge export`.")
+
+
+def bundle_file(bundle_dir: str | Path, name: str, what: str) -> Path:
+    """The real path of `name` in the bundle; refused unless it resolves to a regular file inside the folder.
+
+    Checked before anything is opened: a manifest (or a symlink in the bundle) must not make the
+    runtime read a file elsewhere on the device.
+    """
+    root = os.path.realpath(bundle_dir)
+    real = os.path.realpath(os.path.join(root, name))
+    if os.path.isabs(name) or os.path.commonpath([root, real]) != root or real == root:
+        raise BundleError(f"bundle {bundle_dir}: its {what} {name!r} resolves to {real}, outside the bundle "
+                          f"folder; a bundle may only name files inside itself. Re-export or re-copy the bundle.")
+    try:
+        mode = os.stat(real).st_mode
+    except OSError:
+        raise BundleError(f"bundle {bundle_dir} is missing its {what} {name}; re-export or re-copy the bundle.") from None
+    if not stat.S_ISREG(mode):
+        raise BundleError(f"bundle {bundle_dir}: its {what} {name} is not a regular file; re-export or "
+                          f"re-copy the bundle.")
+    return Path(real)
+
+
 def read_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifest:
     """Read a bundle's manifest; with `verify_hashes`, check every graph file's size and sha256."""
     bundle_dir = Path(bundle_dir)
@@ -167,12 +205,23 @@ def read_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifes
     if not bundle_dir.is_dir():
         raise BundleError(f"bundle {bundle_dir} does not exist or is not a folder (a bundle is a "
                           f"NAME.hearedge/ folder made by `hear-edge export`).")
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise BundleError(f"bundle {bundle_dir} has no {MANIFEST_NAME}; it is not a hear-edge bundle.")
+    real = bundle_file(bundle_dir, MANIFEST_NAME, "manifest")
+    size = real.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path} is {size} bytes; a manifest is at most {MAX_MANIFEST_BYTES} bytes. "
+                          f"The bundle is corrupt: re-export or re-copy it.")
+    raw = real.read_bytes()[:MAX_MANIFEST_BYTES + 1]
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BundleError(f"{path} is not valid JSON ({error}); the bundle is corrupt.") from None
+    except RecursionError:
+        raise BundleError(f"{path} nests its JSON too deeply to be a manifest; the bundle is corrupt: "
+                          f"re-export or re-copy it.") from None
+    check_schema_version(data, str(path))
+    _verify_checksum(bundle_dir, raw, data["schema_version"])
     manifest = Manifest.from_dict(data, source=str(path))
     if verify_hashes:
         for spec in manifest.graphs:
@@ -180,11 +229,31 @@ def read_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifes
     return manifest
 
 
+def _verify_checksum(bundle_dir: Path, raw: bytes, schema_version: int) -> None:
+    """manifest.json against manifest.json.sha256: catches accidental change, not a deliberate edit."""
+    if not os.path.lexists(Path(bundle_dir) / CHECKSUM_NAME):
+        if schema_version >= 2:
+            raise BundleError(f"bundle {bundle_dir} has no {CHECKSUM_NAME}, which schema {schema_version} "
+                              f"manifests must have; re-export or re-copy the bundle.")
+        logger.warning("bundle %s (schema %d) has no %s: its manifest is not covered by a checksum",
+                       bundle_dir, schema_version, CHECKSUM_NAME)
+        return
+    path = bundle_file(bundle_dir, CHECKSUM_NAME, "manifest checksum")
+    expected = path.read_bytes()[:200].decode("ascii", "replace").strip()
+    actual = hashlib.sha256(raw).hexdigest()
+    if expected != actual:
+        raise BundleError(f"{Path(bundle_dir) / MANIFEST_NAME} fails its checksum: sha256 {actual[:16]}..., "
+                          f"{CHECKSUM_NAME} says {expected[:16]!r}...; the manifest was changed or damaged. "
+                          f"Re-copy the bundle.")
+
+
 def verify_graph(bundle_dir: Path, spec: GraphSpec) -> Path:
-    path = Path(bundle_dir) / spec.file
-    if not path.is_file():
-        raise BundleError(f"bundle {bundle_dir} is missing its {spec.format} {spec.precision} {spec.role} "
-                          f"graph {spec.file}; re-export or re-copy the bundle.")
+    """The graph's real path inside the bundle, after checking its size and sha256 against the manifest."""
+    path = bundle_file(bundle_dir, spec.file, f"{spec.format} {spec.precision} {spec.role} graph")
+    size = path.stat().st_size
+    if size != spec.bytes:
+        raise BundleError(f"{path} is {size} bytes, the manifest says {spec.bytes}; the file was changed "
+                          f"or damaged. Re-copy the bundle.")
     actual = sha256_file(path)
     if actual != spec.sha256:
         raise BundleError(f"{path} fails its hash: sha256 {actual[:16]}..., the manifest says "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import check_array, check_sample_rate, read_audio
+from .audio import READ_BLOCK_FRAMES, audio_blocks, check_array, check_sample_rate
 from .bundle import FORMAT_BACKEND, Manifest, read_manifest
 from .errors import (AudioTooShortError, BundleError, HearEdgeError, InvalidArgumentError, InvalidAudioError,
                      LabelError)
@@ -21,7 +22,6 @@ from .inference import ClipOutputs, InferenceEngine
 logger = logging.getLogger("hear_edge")
 
 SEGMENT_SECONDS = 30
-_READ_BLOCK_SAMPLES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -91,14 +91,25 @@ class _ResultFilter:
                                         or max_results < 1):
             raise InvalidArgumentError(
                 f"max_results must be an int >= 1 (or None for every label), got {max_results!r}.")
-        if score_threshold is not None and not 0.0 <= float(score_threshold) <= 1.0:
-            raise InvalidArgumentError(f"score_threshold is a probability in [0, 1], got {score_threshold!r}.")
+        if score_threshold is not None:
+            if isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float, np.integer,
+                                                                                     np.floating)):
+                raise InvalidArgumentError(f"score_threshold must be a number (a probability in [0, 1]) or None, "
+                                           f"got {score_threshold!r} ({type(score_threshold).__name__}); pass "
+                                           f"e.g. score_threshold=0.5.")
+            if math.isnan(score_threshold) or not 0.0 <= float(score_threshold) <= 1.0:
+                raise InvalidArgumentError(f"score_threshold is a probability in [0, 1], got {score_threshold!r}; "
+                                           f"pass e.g. score_threshold=0.5, or None to keep every score.")
         if allowlist is not None and denylist is not None:
             raise InvalidArgumentError("give allowlist or denylist, not both.")
         chosen = allowlist if allowlist is not None else denylist
         if chosen is not None:
             if isinstance(chosen, str) or not isinstance(chosen, (Sequence, set, frozenset)):
                 raise LabelError(f"allowlist/denylist must be a list of labels, got {type(chosen).__name__}.")
+            odd = [item for item in chosen if not isinstance(item, str)]
+            if odd:
+                raise LabelError(f"allowlist/denylist entries must be label strings, got {odd[:3]!r}; pass a "
+                                 f"flat list such as ['{labels[0]}'].")
             unknown = sorted(set(chosen) - set(labels))
             if unknown:
                 raise LabelError(f"{'allowlist' if allowlist is not None else 'denylist'} names labels the "
@@ -200,10 +211,10 @@ class HearEdge:
         if isinstance(audio, (str, Path)):
             if sample_rate is not None:
                 raise InvalidAudioError("sample_rate is read from the file; drop sample_rate= when passing a path.")
-            return _file_blocks(Path(audio))
+            return audio_blocks(audio)
         rate = check_sample_rate(sample_rate)
         samples = check_array(audio)
-        return (samples[i:i + _READ_BLOCK_SAMPLES] for i in range(0, len(samples), _READ_BLOCK_SAMPLES)), rate
+        return (samples[i:i + READ_BLOCK_FRAMES] for i in range(0, len(samples), READ_BLOCK_FRAMES)), rate
 
     def _segments(self, audio, sample_rate) -> Iterator[tuple[float, np.ndarray]]:
         """(start_s, mono float64 16 kHz) segments of at most 30 s; the last one ends at the clip's end."""
@@ -322,29 +333,6 @@ class HearEdge:
         return ClassificationStream(self, defaults["hop_seconds"] if hop_seconds is None else hop_seconds,
                                     defaults["context_seconds"] if context_seconds is None else context_seconds,
                                     _ResultFilter(self.labels, max_results, score_threshold, allowlist, denylist))
-
-
-def _file_blocks(path: Path) -> tuple[Iterator[np.ndarray], int]:
-    import soundfile
-
-    try:
-        handle = soundfile.SoundFile(str(path))
-    except (RuntimeError, soundfile.LibsndfileError, ValueError, OSError):
-        read_audio(path)  # raises the precise error: missing, not a file, or not audio
-        raise
-    check_sample_rate(handle.samplerate)
-
-    def blocks():
-        with handle:
-            while True:
-                block = handle.read(_READ_BLOCK_SAMPLES, dtype="float32", always_2d=True)
-                if not len(block):
-                    return
-                if not np.isfinite(block).all():
-                    raise InvalidAudioError(f"{path} holds NaN or infinite samples; clean the file first.")
-                yield block
-
-    return blocks(), handle.samplerate
 
 
 def _resampled_mono(blocks: Iterator[np.ndarray], rate: int) -> Iterator[np.ndarray]:

@@ -111,25 +111,20 @@ def _stream(args: argparse.Namespace) -> int:
         return 0
     if not args.file:
         raise HearEdgeError("give an audio FILE to stream, or --mic.")
-    import soundfile
+    from .audio import audio_blocks
+    from .errors import InvalidAudioError
 
-    from .audio import read_audio
-
-    try:
-        handle = soundfile.SoundFile(args.file)
-    except (RuntimeError, soundfile.LibsndfileError, OSError):
-        read_audio(args.file)  # raises the precise error: missing, not a file, or not audio
-        raise
-    with handle:
-        rate, block_frames = handle.samplerate, max(1, handle.samplerate // 10)
-        started = time.perf_counter()
-        sent = 0
-        for block in handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
-            if args.realtime:
-                time.sleep(max(0.0, sent / rate - (time.perf_counter() - started)))
-            show(stream.accept_waveform(block, rate))
-            sent += len(block)
-    show(stream.flush())
+    blocks, rate = audio_blocks(args.file, block_frames=4096)
+    started = time.perf_counter()
+    sent = 0
+    for block in blocks:
+        if args.realtime:
+            time.sleep(max(0.0, sent / rate - (time.perf_counter() - started)))
+        show(stream.accept_waveform(block, rate))
+        sent += len(block)
+    if not sent:
+        raise InvalidAudioError(f"{args.file} holds no audio samples; pass a file with sound in it.")
+    show(stream.flush())  # raises AudioTooShortError for a file too short for any result
     return 0
 
 

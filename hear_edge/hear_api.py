@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .audio import check_array
 from .classifier import HearEdge
+from .errors import InvalidAudioError
 from .frontend import SAMPLE_RATE_HZ
 
 
@@ -28,10 +30,23 @@ def load_model(model_file_path: str = "", **kwargs) -> HearEdgeEmbedder:
 
 
 def _as_numpy(audio):
+    """(n_sounds, n_samples) float32, every sound checked as classify checks audio, before any inference."""
     is_torch = hasattr(audio, "detach")
-    array = audio.detach().cpu().numpy() if is_torch else np.asarray(audio)
+    array = audio.detach().cpu().numpy() if is_torch else audio
+    if not isinstance(array, np.ndarray):
+        raise InvalidAudioError(f"audio must be a (n_sounds, n_samples) numpy array or torch tensor, got "
+                                f"{type(audio).__name__}; wrap it with np.asarray(..., dtype=np.float32).")
     if array.ndim != 2:
-        raise ValueError(f"audio must be (n_sounds, n_samples), got shape {array.shape}.")
+        raise InvalidAudioError(f"audio must be (n_sounds, n_samples), got shape {array.shape}; pass a batch, "
+                                f"e.g. audio[None] for one sound.")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InvalidAudioError(f"the HEAR API takes float audio in [-1, 1], got {array.dtype}; convert integer "
+                                f"PCM first, e.g. audio.astype(np.float32) / 32768 for int16.")
+    if array.shape[0] == 0:
+        # An empty batch is an upstream bug more often than a request; its timestamp axis has no answer either.
+        raise InvalidAudioError(f"the batch holds no sounds (shape {array.shape}); pass at least one.")
+    for i, sound in enumerate(array):
+        check_array(sound, f"audio[{i}]")
     return array.astype(np.float32, copy=False), is_torch
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import FORMAT_BACKEND, GraphSpec, Manifest, signature_name, verify_graph
-from .errors import BundleError, ClipTooLongError
+from .errors import BundleError, ClipTooLongError, LabelError
 from .host import release_freed_heap
 from .windows import blend_weights, overlap_add, plan_windows
 
@@ -55,6 +55,19 @@ class _Lengths:
         return length, signature_name(self.role, length) if self.named else None
 
 
+def check_label_count(manifest: Manifest, task_graph) -> None:
+    """The manifest's labels must be exactly the head's outputs, read from the graph itself."""
+    shape = task_graph.output_shape("logits")
+    classes = shape[-1] if shape else None
+    if isinstance(classes, bool) or not isinstance(classes, int):
+        raise BundleError(f"{task_graph.path}: the head's output 'logits' has shape {shape}, without a fixed "
+                          f"class count to check the {len(manifest.labels)} labels against; re-export the bundle.")
+    if classes != len(manifest.labels):
+        raise LabelError(f"{task_graph.path}: the head has {classes} classes but the manifest lists "
+                         f"{len(manifest.labels)} labels; the labels do not belong to this graph. Re-export "
+                         f"the bundle with the checkpoint's own labels.")
+
+
 class InferenceEngine:
     """The graph half of the runtime: one format and precision of one bundle, stateless per call."""
 
@@ -74,6 +87,7 @@ class InferenceEngine:
                                        window_spec.input_names, window_spec.output_names, num_threads)
         self.task_graph = open_graph(self.backend, verify_graph(bundle_dir, task_spec),
                                      task_spec.input_names, task_spec.output_names, num_threads)
+        check_label_count(manifest, self.task_graph)
         self.window_lengths = _Lengths(window_spec, manifest.window_frames)
         self.task_lengths = _Lengths(task_spec, manifest.max_task_frames)
         self.window_frames = manifest.window_frames

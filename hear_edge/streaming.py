@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from .audio import check_sample_rate, scale_pcm
-from .errors import InvalidArgumentError, InvalidAudioError
+from .audio import check_array, check_sample_rate
+from .errors import AudioTooShortError, InvalidArgumentError, InvalidAudioError
 from .frontend import SAMPLE_RATE_HZ
 
 _HOP = 160
@@ -109,7 +109,11 @@ class ClassificationStream:
             return self._push(mono)
 
     def flush(self) -> list:
-        """End of audio: the result for the last, partial hop (if any); the stream is then reset."""
+        """End of audio: the result for the last, partial hop (if any); the stream is then reset.
+
+        Raises:
+            AudioTooShortError: the stream got some audio, but too little for even one result.
+        """
         with self._lock:
             results = []
             if self._resampler is not None:
@@ -118,24 +122,25 @@ class ClassificationStream:
             start = max(0, end - self.context_samples)
             if end > self._last_end and end - start >= self._frontend.min_samples:
                 results.append(self._result(start, end))
+            too_short = not results and self._last_end == 0 and 0 < end
         self.reset()
+        if too_short:
+            raise AudioTooShortError(
+                f"the stream ended after {1000 * end / SAMPLE_RATE_HZ:.1f} ms of audio, too short for any result: "
+                f"HEAR needs at least {self._frontend.min_samples} samples at 16 kHz "
+                f"({1000 * self._frontend.min_samples / SAMPLE_RATE_HZ:.0f} ms). Send more audio before flush().")
         return results
 
     def _mono(self, samples) -> np.ndarray:
-        if not isinstance(samples, np.ndarray):
-            raise InvalidAudioError(f"expected a numpy array chunk, got {type(samples).__name__}.")
-        if samples.ndim not in (1, 2):
-            raise InvalidAudioError(f"expected a chunk of shape (samples,) or (samples, channels), got {samples.shape}.")
-        channels = 1 if samples.ndim == 1 else samples.shape[1]
+        # Validated in full before any state changes: a refused chunk fixes nothing.
+        audio = check_array(samples, "chunk", allow_empty=True)
+        channels = audio.shape[1]
         if self._channels is not None and channels != self._channels:
             raise InvalidAudioError(f"the stream started with {self._channels} channel(s) and this chunk has "
                                     f"{channels}; keep the layout, or reset() first.")
-        self._channels = channels
-        audio = scale_pcm(samples)
-        if not np.isfinite(audio).all():
-            raise InvalidAudioError("the chunk holds NaN or infinite samples; clean or drop them first.")
-        audio = audio.astype(np.float64)
-        return audio if audio.ndim == 1 else audio.mean(axis=1)
+        if len(audio):
+            self._channels = channels
+        return audio.astype(np.float64).mean(axis=1)
 
     def _push(self, mono: np.ndarray) -> list:
         if not len(mono):

@@ -31,6 +31,10 @@ class GraphSession(ABC):
     def run(self, inputs: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
         """Run on inputs named as in `input_names`; `signature` picks an entry point where there are several."""
 
+    @abstractmethod
+    def output_shape(self, name: str) -> list:
+        """The shape the graph itself declares for output `name` (ints; a free dimension is a str or None)."""
+
 
 def backend_installed(name: str) -> bool:
     try:

@@ -36,6 +36,15 @@ class LiteRtSession(GraphSession):
             self._runners[key] = self.interpreter.get_signature_runner(key)
         return self._runners[key]
 
+    def output_shape(self, name: str) -> list:
+        if name not in self.output_names:
+            raise BundleError(f"{self.path}: the manifest names no output {name!r}; it names {self.output_names}.")
+        details = self._runner(None).get_output_details()
+        key = f"output_{self.output_names.index(name)}"
+        if key not in details:
+            raise BundleError(f"{self.path} has no output {key} (the manifest's {name!r}); it has {sorted(details)}.")
+        return [int(d) for d in details[key]["shape"]]
+
     def run(self, inputs: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
         with self._lock:
             runner = self._runner(signature)

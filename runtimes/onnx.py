@@ -37,6 +37,12 @@ class OnnxSession(GraphSession):
         if graph_inputs != self.input_names:
             raise BundleError(f"{path} has inputs {graph_inputs}, the manifest says {self.input_names}.")
 
+    def output_shape(self, name: str) -> list:
+        shapes = {o.name: list(o.shape) for o in self.session.get_outputs()}
+        if name not in shapes:
+            raise BundleError(f"{self.path} has no output {name!r}; it has {sorted(shapes)}.")
+        return shapes[name]
+
     def run(self, inputs: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
         outputs = self.session.run(self.output_names, {name: inputs[name] for name in self.input_names})
         return dict(zip(self.output_names, outputs))

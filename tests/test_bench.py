@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from hear_edge.bench import compare, markdown_table, model_flops, run_bench
-from hear_edge.bundle import read_manifest
+from hear_edge.bundle import Manifest, read_manifest
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_a_row_whose_outputs_differ_gets_no_speed(tiny_bundle, tmp_path):
     manifest = json.loads((copy / "manifest.json").read_text())
     for outputs in manifest["parity"]["reference_outputs"].values():
         outputs["logits"] = [x + 0.5 for x in outputs["logits"]]
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    Manifest.from_dict(manifest).write(copy)  # with its checksum
     report = run_bench(copy, backends=["onnx"], precisions=["fp32"], threads=[1], quick=True)
     row = report["rows"][0]
     assert not row["parity"]["passed"] and row["latency"] is None and row["streaming"] is None

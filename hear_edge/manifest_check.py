@@ -1,0 +1,194 @@
+"""Every manifest field checked against its range, in one place, before any of it is used.
+
+A manifest number is used to size buffers and loops (window_frames, task buckets, hop_samples), so
+an out-of-range one is refused here with a BundleError that names the field, instead of surfacing
+as a MemoryError, an endless loop or a ZeroDivisionError later.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from .errors import BundleError
+
+MAX_WINDOW_FRAMES = 10_000
+# 10 minutes of acoustic frames; a bucket this long pads to 1 x 30000 x 1026 float32 (123 MB).
+MAX_TASK_FRAMES = 30_000
+MAX_HIDDEN_SIZE = 65_536
+MAX_LABELS = 100_000
+MAX_GRAPH_BYTES = 4 << 30
+MAX_STREAMING_SECONDS = 30.0
+# The runtime's frontend constants: the streaming frame cache and the graphs' mel input assume them.
+SUPPORTED_FRONTEND = {"sample_rate_hz": 16000, "n_fft": 1024, "window_samples": 400, "hop_samples": 160}
+ROLES = ("acoustic_window", "task")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+_TOP_REQUIRED = ("model_name", "model_version", "labels", "frontend", "window_frames", "overlap_frames",
+                 "acoustic_hidden_size", "task_hidden_size", "max_task_frames", "graphs")
+_TOP_OPTIONAL = ("provenance", "parity", "description", "schema_version", "sample_rate_hz", "streaming")
+_FRONTEND_KEYS = ("sample_rate_hz", "n_fft", "window_samples", "hop_samples", "num_mel_bins", "log_offset",
+                  "norm_eps")
+_GRAPH_REQUIRED = ("role", "format", "precision", "file", "sha256", "bytes", "inputs", "outputs")
+_GRAPH_OPTIONAL = ("frame_buckets",)
+_TENSOR_KEYS = ("name", "shape", "dtype")
+_STREAMING_KEYS = ("clip_seconds", "context_seconds", "hop_seconds", "score_threshold")
+
+
+class _Checker:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, field: str, expected: str, value) -> None:
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise BundleError(f"{self.source}: manifest field {field} must be {expected}, got {shown}; the "
+                          f"manifest is damaged or was not written by `hear-edge export`: re-export or "
+                          f"re-copy the bundle.")
+
+    def keys(self, data, field: str, required, optional=()) -> None:
+        if not isinstance(data, dict):
+            self.fail(field or "(top level)", "a JSON object", data)
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise BundleError(f"{self.source}: manifest {field or 'top level'} lacks the field(s) {missing}; "
+                              f"re-export the bundle with `hear-edge export`.")
+        unknown = [k for k in data if k not in required and k not in optional]
+        if unknown:
+            raise BundleError(f"{self.source}: manifest {field or 'top level'} has unknown field(s) {unknown}; "
+                              f"expected only {list(required) + list(optional)}. A newer hear-edge may have "
+                              f"written it: upgrade hear-edge, or re-export the bundle.")
+
+    def integer(self, value, field: str, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.fail(field, f"an integer in [{low}, {high}]", value)
+        return value
+
+    def number(self, value, field: str, low: float, high: float, low_open: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not (low < value if low_open else low <= value) or value > high:
+            self.fail(field, f"a number in {'(' if low_open else '['}{low:g}, {high:g}]", value)
+        return value
+
+    def string(self, value, field: str) -> str:
+        if not isinstance(value, str):
+            self.fail(field, "a string", value)
+        return value
+
+    def choice(self, value, field: str, choices) -> None:
+        if not isinstance(value, str) or value not in choices:
+            self.fail(field, f"one of {list(choices)}", value)
+
+
+def validate_manifest(data, source: str = "manifest") -> None:
+    """Refuse a manifest (a parsed JSON object) whose fields are missing, unknown, mistyped or out of range.
+
+    The schema version is checked before this (bundle.check_schema_version).
+
+    Raises:
+        BundleError: naming the first bad field, what it must be and what it is.
+    """
+    from .bundle import FORMATS, PRECISIONS
+
+    check = _Checker(source)
+    check.keys(data, "", _TOP_REQUIRED, _TOP_OPTIONAL)
+    check.string(data["model_name"], "model_name")
+    check.string(data["model_version"], "model_version")
+    if "description" in data:
+        check.string(data["description"], "description")
+    for name in ("provenance", "parity"):
+        if name in data and not isinstance(data[name], dict):
+            check.fail(name, "a JSON object", data[name])
+
+    labels = data["labels"]
+    if not isinstance(labels, list) or not 1 <= len(labels) <= MAX_LABELS:
+        check.fail("labels", f"a list of 1 to {MAX_LABELS} label strings", labels)
+    for i, label in enumerate(labels):
+        if not isinstance(label, str) or not label.strip():
+            check.fail(f"labels[{i}]", "a non-empty string", label)
+    if len(set(labels)) != len(labels):
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        check.fail("labels", "a list of unique labels", f"{repeated} repeated")
+
+    frontend = data["frontend"]
+    check.keys(frontend, "frontend", _FRONTEND_KEYS)
+    for key, supported in SUPPORTED_FRONTEND.items():
+        if isinstance(frontend[key], bool) or frontend[key] != supported or not isinstance(frontend[key], int):
+            check.fail(f"frontend.{key}", f"{supported} (the only value this runtime supports)", frontend[key])
+    check.integer(frontend["num_mel_bins"], "frontend.num_mel_bins", 1, SUPPORTED_FRONTEND["n_fft"] // 2)
+    check.number(frontend["log_offset"], "frontend.log_offset", 0.0, 1.0, low_open=True)
+    check.number(frontend["norm_eps"], "frontend.norm_eps", 0.0, 1.0, low_open=True)
+    if "sample_rate_hz" in data and (isinstance(data["sample_rate_hz"], bool)
+                                     or data["sample_rate_hz"] != frontend["sample_rate_hz"]):
+        check.fail("sample_rate_hz", f"frontend.sample_rate_hz ({frontend['sample_rate_hz']})", data["sample_rate_hz"])
+
+    window = check.integer(data["window_frames"], "window_frames", 2, MAX_WINDOW_FRAMES)  # 2: room for an overlap
+    check.integer(data["overlap_frames"], "overlap_frames", 1, window - 1)
+    check.integer(data["acoustic_hidden_size"], "acoustic_hidden_size", 1, MAX_HIDDEN_SIZE)
+    check.integer(data["task_hidden_size"], "task_hidden_size", 1, MAX_HIDDEN_SIZE)
+    max_task = check.integer(data["max_task_frames"], "max_task_frames", 1, MAX_TASK_FRAMES)
+
+    graphs = data["graphs"]
+    if not isinstance(graphs, list) or not graphs:
+        check.fail("graphs", "a non-empty list of graph objects", graphs)
+    seen = set()
+    for i, graph in enumerate(graphs):
+        where = f"graphs[{i}]"
+        check.keys(graph, where, _GRAPH_REQUIRED, _GRAPH_OPTIONAL)
+        check.choice(graph["role"], f"{where}.role", ROLES)
+        check.choice(graph["format"], f"{where}.format", FORMATS)
+        check.choice(graph["precision"], f"{where}.precision", PRECISIONS)
+        variant = (graph["role"], graph["format"], graph["precision"])
+        if variant in seen:
+            check.fail(where, "the only graph of its role, format and precision", " ".join(variant))
+        seen.add(variant)
+        name = check.string(graph["file"], f"{where}.file")
+        if name in ("", ".", "..") or "/" in name or "\\" in name or "\x00" in name or ":" in name:
+            check.fail(f"{where}.file", "a plain file name inside the bundle folder (no folders, no "
+                                        "absolute path)", name)
+        sha = graph["sha256"]
+        if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+            check.fail(f"{where}.sha256", "64 lowercase hex digits", sha)
+        check.integer(graph["bytes"], f"{where}.bytes", 1, MAX_GRAPH_BYTES)
+        for kind in ("inputs", "outputs"):
+            tensors = graph[kind]
+            if not isinstance(tensors, list) or not tensors:
+                check.fail(f"{where}.{kind}", "a non-empty list of tensor objects", tensors)
+            for j, tensor in enumerate(tensors):
+                at = f"{where}.{kind}[{j}]"
+                check.keys(tensor, at, _TENSOR_KEYS)
+                check.string(tensor["name"], f"{at}.name")
+                check.string(tensor["dtype"], f"{at}.dtype")
+                shape = tensor["shape"]
+                if not isinstance(shape, list) or not all(
+                        isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool) and d >= 1)
+                        for d in shape):
+                    check.fail(f"{at}.shape", "a list of positive integers or dimension names", shape)
+        buckets = graph.get("frame_buckets")
+        if buckets is not None:
+            if not isinstance(buckets, list) or not buckets:
+                check.fail(f"{where}.frame_buckets", "null or a non-empty list of frame counts", buckets)
+            for j, bucket in enumerate(buckets):
+                check.integer(bucket, f"{where}.frame_buckets[{j}]", 1, max_task)
+            if len(set(buckets)) != len(buckets):
+                check.fail(f"{where}.frame_buckets", "unique frame counts", buckets)
+            if graph["role"] == "task" and max(buckets) != max_task:
+                # A clip of up to max_task_frames frames must find a bucket that holds it.
+                check.fail(f"{where}.frame_buckets", f"frame counts whose largest is max_task_frames ({max_task})",
+                           buckets)
+
+    streaming = data.get("streaming")
+    if streaming is not None:
+        check.keys(streaming, "streaming", (), _STREAMING_KEYS)
+        for key, value in streaming.items():
+            if value is None:
+                continue
+            if key == "score_threshold":
+                check.number(value, f"streaming.{key}", 0.0, 1.0)
+            else:
+                check.number(value, f"streaming.{key}", 0.0, MAX_STREAMING_SECONDS, low_open=True)
+        hop, context = streaming.get("hop_seconds"), streaming.get("context_seconds")
+        if (hop is None) != (context is None):
+            check.fail("streaming", "both hop_seconds and context_seconds, or neither", streaming)
+        if hop is not None and hop > context:
+            check.fail("streaming.hop_seconds", f"at most context_seconds ({context})", hop)
