@@ -33,6 +33,7 @@ def _export(args: argparse.Namespace) -> int:
                              formats=args.format or ("onnx", "tflite"),
                              precisions=args.precision or ("fp32", "int8"),
                              calibration=args.calibration, name=args.name, version=args.model_version,
+                             description=args.description,
                              force=args.force, overwrite=args.overwrite, clip_seconds=args.clip_seconds,
                              stream_context_seconds=args.stream_context, stream_hop_seconds=args.stream_hop)
     print(parity_table(manifest))
@@ -261,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--calibration", help="folder of real audio for the parity gate")
     export.add_argument("--name", help="model name for the manifest (default: the folder's stem)")
     export.add_argument("--model-version", default="1", help="model version for the manifest")
+    export.add_argument("--description", default="", help="one paragraph for the manifest: what the model is")
     export.add_argument("--clip-seconds", type=float, help="clip length the head was trained on (default: "
                         "the checkpoint's .training.json, which finetune writes)")
     export.add_argument("--stream-context", type=float, help="default stream context in seconds (default: "
