@@ -25,11 +25,13 @@ from .signals import synthetic_clip, synthetic_clips
 
 logger = logging.getLogger("hear_edge")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: streams per kind (keyword, long_context), speed-ups vs PyTorch, host int8 flags
 FP32_LOGIT_BOUND = 1e-3
 INT8_MIN_COSINE = 0.99
 INT8_MIN_AGREEMENT = 0.99
 PARITY_SECONDS = (1.0, 10.0, 30.0)  # stored reference outputs exist for these (the export's clips)
+# (context, hop) in seconds: a keyword spotter's stream and a scene classifier's.
+STREAMS = {"keyword": (1.0, 0.25), "long_context": (6.0, 1.0)}
 
 _CHILD = r"""
 import json, resource, sys, time
@@ -59,13 +61,12 @@ def acoustic_window_macs(acoustic: dict, frames: int) -> float:
 
 
 def acoustic_macs(acoustic: dict, seconds: float, window_frames: int, overlap_frames: int) -> float:
-    """Acoustic Model multiply-accumulates for a clip of `seconds`, window by window as the runtime runs it."""
+    """Acoustic Model multiply-accumulates for a clip of `seconds`, window by window as the runtime
+    runs it: each window only its valid frames (the last window of a long clip is shorter)."""
     from .windows import plan_windows
 
     frames = (int(seconds * 16000) // 160 + 1) // 2
-    windows = plan_windows(frames, window_frames, overlap_frames)
-    return sum(acoustic_window_macs(acoustic, window_frames if len(windows) > 1 else valid)
-               for _, valid in windows)
+    return sum(acoustic_window_macs(acoustic, valid) for _, valid in plan_windows(frames, window_frames, overlap_frames))
 
 
 def model_flops(manifest, seconds: float) -> float:
@@ -157,19 +158,8 @@ def _child_main(args: dict, started: float) -> dict:
         }
     streaming = None
     if args["kind"] != "pytorch":
-        stream = model.create_stream(hop_seconds=1.0, context_seconds=6.0)
-        wave = synthetic_clip(args["stream_seconds"], seed=101)
-        hop_times = []
-        for start in range(0, len(wave), 16000):
-            t = time.perf_counter()
-            ready = stream.accept_waveform(wave[start:start + 16000], 16000)
-            if ready:
-                hop_times.append(time.perf_counter() - t)
-        # A result is emitted the moment its hop's last sample arrives, so the delay from the
-        # end of a hop to its result is the compute of that call.
-        streaming = {"hops": len(hop_times), "compute_per_hop_median_s": float(np.median(hop_times)),
-                     "compute_per_hop_p95_s": _percentile(hop_times, 95),
-                     "delay_after_hop_p95_s": _percentile(hop_times, 95)}
+        streaming = {name: _stream_figures(model, run, context, hop, args["stream_seconds"])
+                     for name, (context, hop) in STREAMS.items()}
     parity = {}
     for name, wave in synthetic_clips().items():
         seconds = float(name.removeprefix("synthetic_").removesuffix("s"))
@@ -178,6 +168,29 @@ def _child_main(args: dict, started: float) -> dict:
             parity[name] = {"logits": [float(x) for x in logits],
                             "acoustic_mean": [float(x) for x in acoustic_mean(wave)]}
     return {"cold_start_s": cold, "latency": latency, "streaming": streaming, "outputs": parity}
+
+
+def _stream_figures(model, run, context_s: float, hop_s: float, seconds: float) -> dict:
+    """A stream over `seconds` of audio in 100 ms chunks, against offline classify of the same audio
+    (CPU time; a result is ready when its hop's last sample arrives, so the delay is that call's compute)."""
+    wave = synthetic_clip(seconds, seed=101)
+    started = time.process_time()
+    run(wave)
+    offline = time.process_time() - started
+    stream = model.create_stream(hop_seconds=hop_s, context_seconds=context_s)
+    results, ready_times = 0, []
+    started = time.process_time()
+    for start in range(0, len(wave), 1600):
+        t = time.perf_counter()
+        ready = stream.accept_waveform(wave[start:start + 1600], 16000)
+        if ready:
+            results += len(ready)
+            ready_times.append(time.perf_counter() - t)
+    compute = time.process_time() - started
+    return {"context_s": context_s, "hop_s": hop_s, "audio_s": seconds, "results": results,
+            "compute_s": compute, "compute_per_result_s": compute / max(results, 1),
+            "compute_vs_offline_classify": compute / max(offline, 1e-9),
+            "delay_after_hop_p95_s": _percentile(ready_times, 95)}
 
 
 def _segments(wave: np.ndarray, segment: int = 30 * 16000):
@@ -220,8 +233,10 @@ def _parity(outputs: dict, reference: dict, precision: str) -> dict:
 
 
 def machine_info() -> dict:
+    from .host import host_cpu
+
     info = {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
-            "cores": os.cpu_count()}
+            "cores": os.cpu_count(), "host": host_cpu()}
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
         for key in ("model name", "Features", "flags"):
@@ -252,9 +267,9 @@ def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=No
     bundle = Path(bundle) if bundle else default_bundle_path()
     manifest = read_manifest(bundle)
     threads = threads or sorted({1, os.cpu_count() or 1})
-    lengths = (1.0, 10.0) if quick else (1.0, 10.0, 30.0, 60.0)
+    lengths = (1.0, 10.0) if quick else (1.0, 2.0, 3.0, 6.0, 10.0, 30.0, 60.0)
     repeats = 3 if quick else 10
-    common = {"lengths": lengths, "repeats": repeats, "stream_seconds": 10.0 if quick else 30.0,
+    common = {"lengths": lengths, "repeats": repeats, "stream_seconds": 10.0 if quick else 60.0,
               "parity_seconds": [s for s in PARITY_SECONDS if not quick or s <= 10.0]}
     rows_to_run = []
     for fmt, precision in manifest.variants():
@@ -304,15 +319,35 @@ def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=No
             row["latency"] = None  # no speed for outputs that do not match the reference
             row["streaming"] = None
         report["rows"].append(row)
+    _add_speedups(report)
     report["flops_10s_clip"] = model_flops(manifest, 10.0)
     report["seconds"] = time.perf_counter() - started
     return report
 
 
+def _add_speedups(report: dict) -> None:
+    """Each runtime row's speed-up over the PyTorch row of the same threads: per clip length, and
+    per stream result against eager classify of one context. Rows run one after another: for
+    ratios that hold under drift, see benchmarks/vs_eager.py (round robin in one process)."""
+    eager = {r["threads"]: r for r in report["rows"] if r["kind"] == "pytorch" and r["latency"]}
+    for row in report["rows"]:
+        reference = eager.get(row["threads"])
+        if row["kind"] == "pytorch" or not reference or not row["latency"]:
+            continue
+        row["speedup_vs_pytorch"] = {s: reference["latency"][s]["median_s"] / f["median_s"]
+                                     for s, f in row["latency"].items() if s in reference["latency"]}
+        for figures in (row["streaming"] or {}).values():
+            context = f"{figures['context_s']:g}"
+            if context in reference["latency"]:
+                figures["speedup_per_result_vs_pytorch_classify"] = (
+                    reference["latency"][context]["median_s"] / figures["compute_per_result_s"])
+
+
 def markdown_table(report: dict) -> str:
     lengths = sorted({float(s) for r in report["rows"] if r["latency"] for s in r["latency"]})
     head = ["row", "parity"] + [f"{s:g} s RTF" for s in lengths] + [
-        "10 s median ms", "10 s GFLOP/s (of GEMM)", "stream ms/hop p95", "cold start s", "peak RSS MB", "bundle MB"]
+        "10 s median ms", "10 s GFLOP/s (of GEMM)", "keyword stream ms/result (x offline)",
+        "6 s stream ms/result", "cold start s", "peak RSS MB", "bundle MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["rows"]:
         p = r["parity"]
@@ -326,14 +361,18 @@ def markdown_table(report: dict) -> str:
                       f"{ten['gflops']:.1f} ({100 * ten['fraction_of_gemm']:.0f} %)" if ten else ""]
         else:
             cells = ["refused"] * len(lengths) + ["refused", "refused"]
-        stream = r["streaming"]
-        cells += [f"{1000 * stream['compute_per_hop_p95_s']:.0f}" if stream else "-",
+        stream = r["streaming"] or {}
+        keyword, long_context = stream.get("keyword"), stream.get("long_context")
+        cells += [f"{1000 * keyword['compute_per_result_s']:.1f} ({keyword['compute_vs_offline_classify']:.1f}x)"
+                  if keyword else "-",
+                  f"{1000 * long_context['compute_per_result_s']:.0f}" if long_context else "-",
                   f"{r['cold_start_s']:.2f}", f"{r['peak_rss_mb']:.0f}",
                   f"{r['bundle_mb']:.1f}" if "bundle_mb" in r else "-"]
         lines.append("| " + " | ".join([r["name"], parity] + cells) + " |")
     m = report["machine"]
     lines.append("")
-    lines.append(f"Machine: {m.get('cpu', m['machine'])}, {m['cores']} cores, flags {m.get('cpu_flags', '?')}; "
+    lines.append(f"Machine: {m.get('cpu', m['machine'])}, {m['cores']} cores, int8-relevant flags "
+                 f"{' '.join(m['host']['flags']) if m.get('host') else '?'} (all: {m.get('cpu_flags', '?')}); "
                  f"single-thread fp32 GEMM {m['gemm_fp32_1thread_gflops']:.1f} GFLOP/s; "
                  f"model {report['flops_10s_clip'] / 1e9:.1f} GFLOP per 10 s clip.")
     return "\n".join(lines)
