@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from .audio import check_array, check_sample_rate, read_audio
-from .bundle import FORMAT_BACKEND, Manifest, read_manifest
-from .errors import (AudioTooShortError, BundleError, HearEdgeError, InvalidArgumentError, InvalidAudioError,
+from .bundle import Manifest, read_manifest
+from .errors import (AudioTooShortError, BackendUnavailableError, BundleError, InvalidArgumentError, InvalidAudioError,
                      LabelError)
 from .frontend import SAMPLE_RATE_HZ, LogMelFrontend
 from .inference import ClipOutputs, InferenceEngine
@@ -142,14 +142,16 @@ class HearEdge:
             backend: "onnx" (onnxruntime), "litert" (ai-edge-litert), or "auto": the first of those
                 that is installed and has graphs in the bundle.
             precision: "fp32", "int8", or "auto": int8 where the bundle's int8 graphs passed their
-                parity gate, else fp32.
+                parity gate and the backend computes int8 right, else fp32 (LiteRT on tflite-runtime
+                takes fp32: its int8 kernels compute these graphs wrong, so int8 is refused there).
             num_threads: intra-op threads of the backend; 1 suits a busy small device.
 
         Raises:
             BundleError: missing or changed files, an unknown manifest version.
-            BackendUnavailableError: the chosen backend's package is not installed (with the pip command).
+            BackendUnavailableError: the chosen backend's package is not installed or fails to
+                import (with the import error and the remedy); int8 asked of tflite-runtime.
         """
-        from .runtimes.base import backend_installed
+        from .runtimes.base import INT8_UNSUPPORTED, backend_problem, runtime_package, supports_int8
 
         bundle_dir = default_bundle_path() if bundle is None else Path(bundle)
         manifest = read_manifest(bundle_dir)
@@ -160,23 +162,38 @@ class HearEdge:
             raise InvalidArgumentError(f"precision must be 'auto', 'fp32' or 'int8', got {precision!r}.")
         variants = manifest.variants()
         if backend == "auto":
-            usable = [name for name, fmt in formats.items()
-                      if backend_installed(name) and any(f == fmt for f, _ in variants)]
+            present = [name for name, fmt in formats.items() if any(f == fmt for f, _ in variants)]
+            problems = {name: backend_problem(name) for name in present}
+            usable = [name for name in present if problems[name] is None]
             if not usable:
-                present = sorted({FORMAT_BACKEND[f] for f, _ in variants})
-                raise HearEdgeError(f"none of the backends this bundle has graphs for ({present}) is installed: "
-                                    f"pip install 'hear-edge[{present[0]}]'.")
+                raise BackendUnavailableError(
+                    f"none of the backends this bundle has graphs for ({present}) can run here: "
+                    + " ".join(f"[{name}] {problem}" for name, problem in problems.items()))
             backend = usable[0]
         fmt = formats[backend]
         precisions = [p for f, p in variants if f == fmt]
         if not precisions:
             raise BundleError(f"bundle {bundle_dir} has no {fmt} graphs for the {backend} backend; "
                               f"it has {sorted({f for f, _ in variants})}.")
+        int8_ok = supports_int8(backend)
         if precision == "auto":
             gate = manifest.parity.get("results", {}).get(f"{fmt}/int8", {})
-            precision = "int8" if "int8" in precisions and gate.get("passed") else precisions[0]
+            if int8_ok:
+                precision = "int8" if "int8" in precisions and gate.get("passed") else precisions[0]
+            elif "fp32" in precisions:
+                precision = "fp32"
+            else:
+                raise BundleError(f"bundle {bundle_dir} has only {fmt} {precisions} graphs, and the {backend} "
+                                  f"backend on {runtime_package(backend)} cannot run int8: "
+                                  f"{INT8_UNSUPPORTED[runtime_package(backend)]}. Export fp32 graphs "
+                                  f"(hear-edge export --precision fp32) or install ai-edge-litert.")
         elif precision not in precisions:
             raise BundleError(f"bundle {bundle_dir} has no {fmt} {precision} graphs; it has {precisions}.")
+        elif precision == "int8" and not int8_ok:
+            package = runtime_package(backend)
+            raise BackendUnavailableError(
+                f"int8 graphs are refused on {package}: {INT8_UNSUPPORTED[package]}. Use precision='fp32' "
+                f"(or 'auto'), or install ai-edge-litert (pip install 'hear-edge[litert]') for int8.")
         engine = InferenceEngine(bundle_dir, manifest, fmt, precision, num_threads)
         logger.info("loaded %s (%s %s, %d thread(s))", bundle_dir, backend, precision, num_threads)
         return cls(bundle_dir, manifest, engine)
