@@ -223,9 +223,14 @@ class HearEdge:
         return (samples[i:i + _READ_BLOCK_SAMPLES] for i in range(0, len(samples), _READ_BLOCK_SAMPLES)), rate
 
     def _segments(self, audio, sample_rate) -> Iterator[tuple[float, np.ndarray]]:
-        """(start_s, mono float64 16 kHz) segments of at most 30 s; the last one ends at the clip's end."""
+        """(start_s, mono float64 16 kHz) segments of at most 30 s; the last one ends at the clip's end.
+
+        Every segment starts on the 20 ms grid of the Acoustic Model's frames, so frame timestamps
+        of all segments fall on one grid.
+        """
         blocks, rate = self._blocks(audio, sample_rate)
         segment = SEGMENT_SECONDS * SAMPLE_RATE_HZ
+        frame = 2 * self.frontend.params.hop_samples  # 320 samples, 20 ms: a multiple of it is 30 s
         pending, previous, emitted = np.zeros(0), None, 0
         for mono in _resampled_mono(blocks, rate):
             pending = np.concatenate([pending, mono])
@@ -234,9 +239,11 @@ class HearEdge:
                 yield emitted / SAMPLE_RATE_HZ, previous
                 emitted += segment
         if len(pending) and previous is not None:
-            # Never a stub segment: the last one takes the final 30 s, overlapping the one before.
-            tail = np.concatenate([previous, pending])[-segment:]
-            yield (emitted + len(pending) - segment) / SAMPLE_RATE_HZ, tail
+            # Never a stub segment: the last one takes the final 30 s, overlapping the one before,
+            # less up to 20 ms so that it starts on the frame grid (rounded up: never over 30 s).
+            start = -(-(emitted + len(pending) - segment) // frame) * frame
+            tail = np.concatenate([previous, pending])[start - (emitted - segment):]
+            yield start / SAMPLE_RATE_HZ, tail
         elif len(pending) or previous is None:
             if not len(pending):
                 raise InvalidAudioError("the audio is empty; pass at least 32 ms of sound.")
@@ -307,18 +314,21 @@ class HearEdge:
         Over 30 s the scene embedding is the mean over 30 s segments, and frames are taken from
         each segment in turn without repeating the overlapped ones.
         """
-        scenes, frames, times = [], [], []
-        covered_until = 0.0
+        hop = self.frontend.params.hop_samples
+        step = 2 * hop  # an acoustic frame: two mel frames, 20 ms; every segment starts on this grid
+        scenes, frames, indices = [], [], []
+        next_index = 0
         for start_s, mono in self._segments(audio, sample_rate):
             outputs, _ = self._run(mono)
-            centres = start_s + (np.arange(outputs.acoustic.shape[0]) * 0.02 + 0.005)
-            fresh = centres >= covered_until - 1e-9
+            index = round(start_s * SAMPLE_RATE_HZ) // step + np.arange(outputs.acoustic.shape[0])
+            fresh = index >= next_index
             scenes.append(outputs.pooled)
             frames.append(outputs.acoustic[fresh])
-            times.append(centres[fresh])
-            covered_until = centres[-1] + 0.01
+            indices.append(index[fresh])
+            next_index = index[-1] + 1
+        times = (np.concatenate(indices) * step + hop // 2) / SAMPLE_RATE_HZ
         return Embeddings(np.mean(scenes, axis=0).astype(np.float32), np.concatenate(frames).astype(np.float32),
-                          np.concatenate(times))
+                          times)
 
     def create_stream(self, hop_seconds: float = 1.0, context_seconds: float = 6.0, max_results: int | None = 5,
                       score_threshold: float | None = None, allowlist=None, denylist=None):
