@@ -241,10 +241,10 @@ def _bench(args: argparse.Namespace) -> int:
         bundle = Path(args.bundle) if args.bundle else default_bundle_path()
         present = sorted({FORMAT_BACKEND[f] for f, _ in read_manifest(bundle).variants()})
         why = [f"{name}: {backend_problem(name)}" for name in present if backend_problem(name)]
+        asked = "".join(f", asked for {value}" for value in (args.backend, args.precision) if value)
         raise BackendUnavailableError(
-            f"nothing to bench: no backend runs a graph of {bundle} here (it has graphs for {present}"
-            f"{', asked for ' + str(args.backend) if args.backend else ''}{', precisions ' + str(args.precision) if args.precision else ''})"
-            + (". " + "; ".join(why) if why else ". Pick a --backend and --precision the bundle has (hear-edge info)."))
+            f"nothing to bench: no backend runs a graph of {bundle} here (it has graphs for {present}{asked}). "
+            + ("; ".join(why) if why else "Pick a --backend and --precision the bundle has (hear-edge info)."))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
