@@ -52,6 +52,8 @@ def _probe(name: str) -> tuple[str | None, list[tuple[str, str]]]:
     """(the first of the backend's runtime modules that imports, or None; why each installed one failed)."""
     failures = []  # (package, why)
     for module in _RUNTIME_MODULES[name]:
+        if sys.modules.get(module) is not None:  # imported already
+            return module, failures
         package = module.split(".")[0]
         try:
             installed = importlib.util.find_spec(package) is not None

@@ -93,8 +93,8 @@ def test_a_backend_that_is_not_installed_says_so_with_the_extra(monkeypatch):
 
 
 def test_litert_names_tflite_runtime_as_its_alternative(monkeypatch):
-    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
-    monkeypatch.setitem(sys.modules, "tflite_runtime", None)
+    for name in ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime", "tflite_runtime.interpreter"):
+        monkeypatch.setitem(sys.modules, name, None)
     assert base.runtime_package("litert") is None
     assert "needs the ai_edge_litert package (or tflite_runtime), which is not installed" in \
         base.backend_problem("litert")
@@ -104,6 +104,7 @@ def test_litert_falls_back_to_tflite_runtime_and_then_refuses_int8(monkeypatch):
     """Where ai_edge_litert is absent, the litert backend is tflite_runtime, which gets no int8."""
     tflite = pytest.importorskip("tflite_runtime.interpreter")
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
     assert tflite is not None and base.runtime_package("litert") == "tflite_runtime"
     assert not base.supports_int8("litert") and base.supports_int8("onnx")
 
