@@ -107,7 +107,8 @@ def backend_problem(name: str) -> str | None:
     dists = " ".join(package.replace("_", "-") for package, _ in failures)
     if "numpy" in why.lower() or "_ARRAY_API" in why:
         remedy = (f"It was built against another numpy than the installed {np.__version__}: upgrade it "
-                  f"(pip install --upgrade {dists}) or install the numpy it was built for (e.g. pip install 'numpy<2').")
+                  f"(pip install --upgrade {dists}) or install the numpy it was built for "
+                  f"(e.g. pip install 'numpy<2').")
     else:
         remedy = f"Reinstall it for this Python: pip install --force-reinstall {dists}"
     return f"the {name} backend cannot be used: {broken} is installed but fails to import ({why}). {remedy}"
