@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import HearEdgeError
+from .errors import HearEdgeError, InvalidArgumentError
 
 EPILOG = ("exit status: 0 success; 1 some files failed (the others are done), a parity or regression "
           "failure; 2 an error (bad arguments, bundle, audio or a missing package); 130 interrupted.")
@@ -76,9 +76,25 @@ def _categories_text(result) -> str:
 
 
 def _classify(args: argparse.Namespace) -> int:
+    from .batch import expand_inputs, run_batch, stderr_progress
+
+    files = expand_inputs(args.files)
+    if args.output:
+        done, skipped, failures = run_batch(files, args.output, bundle=args.bundle, backend=args.backend,
+                                            precision=args.precision, threads=args.threads, top_k=args.top_k,
+                                            jobs=args.jobs, on_progress=stderr_progress)
+        for path, error in failures:
+            print(f"hear-edge: error: {path}: {error}", file=sys.stderr)
+        print(f"{args.output}: {done} classified, {skipped} already there"
+              + (f", {len(failures)} failed (rerun to retry them)" if failures else ""), file=sys.stderr)
+        if failures:
+            print(f"hear-edge: {len(failures)} of {len(files)} files failed", file=sys.stderr)
+        return 1 if failures else 0
+    if args.jobs != 1:
+        raise InvalidArgumentError("--jobs needs --output (a .jsonl or .csv results file).")
     model = _load_model(args)
     failed = 0
-    for path in args.files:
+    for path in files:
         try:
             result = model.classify(path, max_results=args.top_k)
         except HearEdgeError as error:  # one bad file does not stop the others
@@ -93,7 +109,7 @@ def _classify(args: argparse.Namespace) -> int:
             for segment in result.segments:
                 print(f"  {segment.start_s:7.2f}-{segment.end_s:7.2f} s: {_categories_text(segment)}")
     if failed:
-        print(f"hear-edge: {failed} of {len(args.files)} files failed", file=sys.stderr)
+        print(f"hear-edge: {failed} of {len(files)} files failed", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -358,10 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
     trim.set_defaults(run=_trim, default_verbose=True)
 
     classify = add_command("classify", help="classify audio files")
-    classify.add_argument("files", nargs="+", metavar="FILE",
-                          help="audio files (anything soundfile reads); a bad one is reported and skipped")
+    classify.add_argument("files", nargs="+", metavar="FILE_OR_DIR",
+                          help="audio files (anything soundfile reads) or folders of them; a bad one is reported "
+                               "and skipped")
     _add_model_options(classify)
     classify.add_argument("--json", action="store_true", help="one JSON object per file")
+    classify.add_argument("-o", "--output", help="append results to this .jsonl or .csv file, skipping the files "
+                                                 "already in it (rerun to resume)")
+    classify.add_argument("-j", "--jobs", type=int, default=1,
+                          help="worker processes for --output, each loading the model once (default 1)")
     classify.set_defaults(run=_classify)
 
     stream = add_command("stream", help="classify a file (or the microphone) as a stream")
