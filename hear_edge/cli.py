@@ -79,10 +79,20 @@ def _classify(args: argparse.Namespace) -> int:
     from .batch import expand_inputs, run_batch, stderr_progress
 
     files = expand_inputs(args.files)
-    if args.output:
+    if args.scheduler and not args.output:
+        raise InvalidArgumentError("--scheduler needs --output (a .jsonl or .csv results file).")
+    if args.output and args.scheduler:
+        from .cluster import run_on_cluster
+
+        done, skipped, failures, _ = run_on_cluster(files, args.output, args.scheduler, bundle=args.bundle,
+                                                    backend=args.backend, precision=args.precision,
+                                                    threads=args.threads, top_k=args.top_k,
+                                                    on_progress=stderr_progress)
+    elif args.output:
         done, skipped, failures = run_batch(files, args.output, bundle=args.bundle, backend=args.backend,
                                             precision=args.precision, threads=args.threads, top_k=args.top_k,
                                             jobs=args.jobs, on_progress=stderr_progress)
+    if args.output:
         for path, error in failures:
             print(f"hear-edge: error: {path}: {error}", file=sys.stderr)
         print(f"{args.output}: {done} classified, {skipped} already there"
@@ -383,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "already in it (rerun to resume)")
     classify.add_argument("-j", "--jobs", type=int, default=1,
                           help="worker processes for --output, each loading the model once (default 1)")
+    classify.add_argument("--scheduler", metavar="ADDRESS",
+                          help="run --output on a Dask cluster, e.g. tcp://host:8786 (needs hear-edge[cluster]); "
+                               "the files and --bundle must be at the same paths on its workers")
     classify.set_defaults(run=_classify)
 
     stream = add_command("stream", help="classify a file (or the microphone) as a stream")
