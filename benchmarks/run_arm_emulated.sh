@@ -4,7 +4,8 @@
 #
 #     bash benchmarks/run_arm_emulated.sh
 #
-# What it does (recipe and pitfalls: shared/platforms/ARM.md):
+# What it does (the recipe and its pitfalls are in the comments below; the device itself:
+# examples/platforms/raspberry-pi.md):
 #   1. installs qemu-user-static (apt-get) if it is missing;
 #   2. builds, or reuses, a Debian bookworm arm64 sysroot holding python3.11: the arm64 .debs are
 #      fetched with a PRIVATE apt state under $ARM_CACHE (APT::Architecture=arm64), so the host's

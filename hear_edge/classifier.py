@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .audio import READ_BLOCK_FRAMES, audio_blocks, check_array, check_sample_rate
-from .bundle import FORMAT_BACKEND, Manifest, read_manifest
-from .errors import (AudioTooShortError, BundleError, HearEdgeError, InvalidArgumentError, InvalidAudioError,
+from .bundle import Manifest, read_manifest
+from .errors import (AudioTooShortError, BackendUnavailableError, BundleError, InvalidArgumentError, InvalidAudioError,
                      LabelError)
 from .frontend import SAMPLE_RATE_HZ, LogMelFrontend
 from .inference import ClipOutputs, InferenceEngine
@@ -153,14 +153,16 @@ class HearEdge:
             backend: "onnx" (onnxruntime), "litert" (ai-edge-litert), or "auto": the first of those
                 that is installed and has graphs in the bundle.
             precision: "fp32", "int8", or "auto": int8 where the bundle's int8 graphs passed their
-                parity gate, else fp32.
+                parity gate and the backend computes int8 right, else fp32 (LiteRT on tflite-runtime
+                takes fp32: its int8 kernels compute these graphs wrong, so int8 is refused there).
             num_threads: intra-op threads of the backend; 1 suits a busy small device.
 
         Raises:
             BundleError: missing or changed files, an unknown manifest version.
-            BackendUnavailableError: the chosen backend's package is not installed (with the pip command).
+            BackendUnavailableError: the chosen backend's package is not installed or fails to
+                import (with the import error and the remedy); int8 asked of tflite-runtime.
         """
-        from .runtimes.base import backend_installed
+        from .runtimes.base import INT8_UNSUPPORTED, backend_problem, runtime_package, supports_int8
 
         bundle_dir = default_bundle_path() if bundle is None else Path(bundle)
         manifest = read_manifest(bundle_dir)
@@ -171,23 +173,38 @@ class HearEdge:
             raise InvalidArgumentError(f"precision must be 'auto', 'fp32' or 'int8', got {precision!r}.")
         variants = manifest.variants()
         if backend == "auto":
-            usable = [name for name, fmt in formats.items()
-                      if backend_installed(name) and any(f == fmt for f, _ in variants)]
+            present = [name for name, fmt in formats.items() if any(f == fmt for f, _ in variants)]
+            problems = {name: backend_problem(name) for name in present}
+            usable = [name for name in present if problems[name] is None]
             if not usable:
-                present = sorted({FORMAT_BACKEND[f] for f, _ in variants})
-                raise HearEdgeError(f"none of the backends this bundle has graphs for ({present}) is installed: "
-                                    f"pip install 'hear-edge[{present[0]}]'.")
+                raise BackendUnavailableError(
+                    f"none of the backends this bundle has graphs for ({present}) can run here: "
+                    + " ".join(f"[{name}] {problem}" for name, problem in problems.items()))
             backend = usable[0]
         fmt = formats[backend]
         precisions = [p for f, p in variants if f == fmt]
         if not precisions:
             raise BundleError(f"bundle {bundle_dir} has no {fmt} graphs for the {backend} backend; "
                               f"it has {sorted({f for f, _ in variants})}.")
+        int8_ok = supports_int8(backend)
         if precision == "auto":
             gate = manifest.parity.get("results", {}).get(f"{fmt}/int8", {})
-            precision = "int8" if "int8" in precisions and gate.get("passed") else precisions[0]
+            if int8_ok:
+                precision = "int8" if "int8" in precisions and gate.get("passed") else precisions[0]
+            elif "fp32" in precisions:
+                precision = "fp32"
+            else:
+                raise BundleError(f"bundle {bundle_dir} has only {fmt} {precisions} graphs, and the {backend} "
+                                  f"backend on {runtime_package(backend)} cannot run int8: "
+                                  f"{INT8_UNSUPPORTED[runtime_package(backend)]}. Export fp32 graphs "
+                                  f"(hear-edge export --precision fp32) or install ai-edge-litert.")
         elif precision not in precisions:
             raise BundleError(f"bundle {bundle_dir} has no {fmt} {precision} graphs; it has {precisions}.")
+        elif precision == "int8" and not int8_ok:
+            package = runtime_package(backend)
+            raise BackendUnavailableError(
+                f"int8 graphs are refused on {package}: {INT8_UNSUPPORTED[package]}. Use precision='fp32' "
+                f"(or 'auto'), or install ai-edge-litert (pip install 'hear-edge[litert]') for int8.")
         engine = InferenceEngine(bundle_dir, manifest, fmt, precision, num_threads)
         logger.info("loaded %s (%s %s, %d thread(s))", bundle_dir, backend, precision, num_threads)
         return cls(bundle_dir, manifest, engine)
@@ -217,9 +234,14 @@ class HearEdge:
         return (samples[i:i + READ_BLOCK_FRAMES] for i in range(0, len(samples), READ_BLOCK_FRAMES)), rate
 
     def _segments(self, audio, sample_rate) -> Iterator[tuple[float, np.ndarray]]:
-        """(start_s, mono float64 16 kHz) segments of at most 30 s; the last one ends at the clip's end."""
+        """(start_s, mono float64 16 kHz) segments of at most 30 s; the last one ends at the clip's end.
+
+        Every segment starts on the 20 ms grid of the Acoustic Model's frames, so frame timestamps
+        of all segments fall on one grid.
+        """
         blocks, rate = self._blocks(audio, sample_rate)
         segment = SEGMENT_SECONDS * SAMPLE_RATE_HZ
+        frame = 2 * self.frontend.params.hop_samples  # 320 samples, 20 ms: a multiple of it is 30 s
         pending, previous, emitted = np.zeros(0), None, 0
         for mono in _resampled_mono(blocks, rate):
             pending = np.concatenate([pending, mono])
@@ -228,9 +250,11 @@ class HearEdge:
                 yield emitted / SAMPLE_RATE_HZ, previous
                 emitted += segment
         if len(pending) and previous is not None:
-            # Never a stub segment: the last one takes the final 30 s, overlapping the one before.
-            tail = np.concatenate([previous, pending])[-segment:]
-            yield (emitted + len(pending) - segment) / SAMPLE_RATE_HZ, tail
+            # Never a stub segment: the last one takes the final 30 s, overlapping the one before,
+            # less up to 20 ms so that it starts on the frame grid (rounded up: never over 30 s).
+            start = -(-(emitted + len(pending) - segment) // frame) * frame
+            tail = np.concatenate([previous, pending])[start - (emitted - segment):]
+            yield start / SAMPLE_RATE_HZ, tail
         elif len(pending) or previous is None:
             if not len(pending):
                 raise InvalidAudioError("the audio is empty; pass at least 32 ms of sound.")
@@ -301,18 +325,21 @@ class HearEdge:
         Over 30 s the scene embedding is the mean over 30 s segments, and frames are taken from
         each segment in turn without repeating the overlapped ones.
         """
-        scenes, frames, times = [], [], []
-        covered_until = 0.0
+        hop = self.frontend.params.hop_samples
+        step = 2 * hop  # an acoustic frame: two mel frames, 20 ms; every segment starts on this grid
+        scenes, frames, indices = [], [], []
+        next_index = 0
         for start_s, mono in self._segments(audio, sample_rate):
             outputs, _ = self._run(mono)
-            centres = start_s + (np.arange(outputs.acoustic.shape[0]) * 0.02 + 0.005)
-            fresh = centres >= covered_until - 1e-9
+            index = round(start_s * SAMPLE_RATE_HZ) // step + np.arange(outputs.acoustic.shape[0])
+            fresh = index >= next_index
             scenes.append(outputs.pooled)
             frames.append(outputs.acoustic[fresh])
-            times.append(centres[fresh])
-            covered_until = centres[-1] + 0.01
+            indices.append(index[fresh])
+            next_index = index[-1] + 1
+        times = (np.concatenate(indices) * step + hop // 2) / SAMPLE_RATE_HZ
         return Embeddings(np.mean(scenes, axis=0).astype(np.float32), np.concatenate(frames).astype(np.float32),
-                          np.concatenate(times))
+                          times)
 
     def create_stream(self, hop_seconds: float | None = None, context_seconds: float | None = None,
                       max_results: int | None = 5, score_threshold: float | None = None, allowlist=None,

@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
-from .errors import HearEdgeError
+from .errors import HearEdgeError, InvalidArgumentError
+
+EPILOG = ("exit status: 0 success; 1 some files failed (the others are done), a parity or regression "
+          "failure; 2 an error (bad arguments, bundle, audio or a missing package); 130 interrupted.")
+# Packages only some commands need, and the extra that brings each in.
+_EXTRA_OF = {"torch": "export", "onnx": "export", "onnxscript": "export", "litert_torch": "export",
+             "ai_edge_quantizer": "export", "tqdm": "export", "sounddevice": None}
 
 
 def _golden(args: argparse.Namespace) -> int:
@@ -71,9 +78,41 @@ def _categories_text(result) -> str:
 
 
 def _classify(args: argparse.Namespace) -> int:
+    from .batch import expand_inputs, run_batch, stderr_progress
+
+    files = expand_inputs(args.files)
+    if args.scheduler and not args.output:
+        raise InvalidArgumentError("--scheduler needs --output (a .jsonl or .csv results file).")
+    if args.output and args.scheduler:
+        from .cluster import run_on_cluster
+
+        done, skipped, failures, _ = run_on_cluster(files, args.output, args.scheduler, bundle=args.bundle,
+                                                    backend=args.backend, precision=args.precision,
+                                                    threads=args.threads, top_k=args.top_k,
+                                                    on_progress=stderr_progress)
+    elif args.output:
+        done, skipped, failures = run_batch(files, args.output, bundle=args.bundle, backend=args.backend,
+                                            precision=args.precision, threads=args.threads, top_k=args.top_k,
+                                            jobs=args.jobs, on_progress=stderr_progress)
+    if args.output:
+        for path, error in failures:
+            print(f"hear-edge: error: {path}: {error}", file=sys.stderr)
+        print(f"{args.output}: {done} classified, {skipped} already there"
+              + (f", {len(failures)} failed (rerun to retry them)" if failures else ""), file=sys.stderr)
+        if failures:
+            print(f"hear-edge: {len(failures)} of {len(files)} files failed", file=sys.stderr)
+        return 1 if failures else 0
+    if args.jobs != 1:
+        raise InvalidArgumentError("--jobs needs --output (a .jsonl or .csv results file).")
     model = _load_model(args)
-    for path in args.files:
-        result = model.classify(path, max_results=args.top_k)
+    failed = 0
+    for path in files:
+        try:
+            result = model.classify(path, max_results=args.top_k)
+        except HearEdgeError as error:  # one bad file does not stop the others
+            print(f"hear-edge: error: {path}: {error}", file=sys.stderr)
+            failed += 1
+            continue
         if args.json:
             print(json.dumps({"file": path, **_result_dict(result),
                               "timings_ms": {k: round(v, 1) for k, v in result.timings_ms.items()}}))
@@ -81,7 +120,9 @@ def _classify(args: argparse.Namespace) -> int:
             print(f"{path}: {_categories_text(result)}")
             for segment in result.segments:
                 print(f"  {segment.start_s:7.2f}-{segment.end_s:7.2f} s: {_categories_text(segment)}")
-    return 0
+    if failed:
+        print(f"hear-edge: {failed} of {len(files)} files failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _stream(args: argparse.Namespace) -> int:
@@ -92,7 +133,10 @@ def _stream(args: argparse.Namespace) -> int:
 
     def show(results):
         for r in results:
-            print(f"{r.start_s:7.2f}-{r.end_s:7.2f} s: {_categories_text(r)}", flush=True)
+            if args.json:
+                print(json.dumps(_result_dict(r)), flush=True)
+            else:
+                print(f"{r.start_s:7.2f}-{r.end_s:7.2f} s: {_categories_text(r)}", flush=True)
 
     if args.mic:
         try:
@@ -135,8 +179,9 @@ def _embed(args: argparse.Namespace) -> int:
     model = _load_model(args)
     embeddings = model.embed(args.file)
     if args.output:
-        np.savez(args.output, scene=embeddings.scene, frames=embeddings.frames,
-                 frame_times_s=embeddings.frame_times_s)
+        with open(args.output, "wb") as handle:  # a file object: np.savez would add .npz to a bare name
+            np.savez(handle, scene=embeddings.scene, frames=embeddings.frames,
+                     frame_times_s=embeddings.frame_times_s)
         print(f"wrote {args.output}")
     print(f"scene embedding: {embeddings.scene.shape[0]} values; frame embeddings: "
           f"{embeddings.frames.shape[0]} x {embeddings.frames.shape[1]} (50 per second)")
@@ -149,6 +194,10 @@ def _info(args: argparse.Namespace) -> int:
 
     bundle = Path(args.bundle) if args.bundle else default_bundle_path()
     manifest = read_manifest(bundle)
+    if args.json:
+        print(json.dumps({"bundle": str(bundle), **manifest.to_dict(),
+                          "parity_gate_passed": bool(manifest.parity.get("passed"))}, indent=2))
+        return 0
     print(f"{manifest.model_name} version {manifest.model_version} ({bundle})")
     if manifest.description:
         print(manifest.description)
@@ -209,6 +258,19 @@ def _bench(args: argparse.Namespace) -> int:
 
     report = run_bench(args.bundle, checkpoint=args.checkpoint, config=args.config, backends=args.backend,
                        precisions=args.precision, threads=args.threads, quick=args.quick)
+    if not report["rows"]:
+        from .bundle import FORMAT_BACKEND, read_manifest
+        from .classifier import default_bundle_path
+        from .errors import BackendUnavailableError
+        from .runtimes.base import backend_problem
+
+        bundle = Path(args.bundle) if args.bundle else default_bundle_path()
+        present = sorted({FORMAT_BACKEND[f] for f, _ in read_manifest(bundle).variants()})
+        why = [f"{name}: {backend_problem(name)}" for name in present if backend_problem(name)]
+        asked = "".join(f", asked for {value}" for value in (args.backend, args.precision) if value)
+        raise BackendUnavailableError(
+            f"nothing to bench: no backend runs a graph of {bundle} here (it has graphs for {present}{asked}). "
+            + ("; ".join(why) if why else "Pick a --backend and --precision the bundle has (hear-edge info)."))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -232,24 +294,40 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", help="bundle folder (default: the bundle shipped with hear-edge)")
-    parser.add_argument("--backend", default="auto", choices=["auto", "onnx", "litert"])
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
+    parser.add_argument("--backend", default="auto", choices=["auto", "onnx", "litert"],
+                        help="onnx (onnxruntime), litert (ai-edge-litert or tflite-runtime), or auto: the first "
+                             "installed one the bundle has graphs for (default auto)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"],
+                        help="auto: int8 where it passed its parity gate and the backend runs it right, "
+                             "else fp32 (default auto)")
     parser.add_argument("--threads", type=int, default=1, help="backend threads (default 1)")
     parser.add_argument("--top-k", type=int, default=3, help="categories to show (default 3)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hear-edge", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    commands = parser.add_subparsers(dest="command", required=True)
+    from . import __version__
 
-    golden = commands.add_parser("golden", help="check the reference model and frontend against a "
+    parser = argparse.ArgumentParser(prog="hear-edge", description=__doc__, epilog=EPILOG)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument("--version", action="version", version=f"hear-edge {__version__}",
+                        help="print the version and exit")
+    # -v after the command too; SUPPRESS keeps a -v given before it.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log progress to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="one of these; `hear-edge COMMAND -h` shows its options")
+
+    def add_command(name, **options):
+        return commands.add_parser(name, parents=[verbose], epilog=EPILOG, **options)
+
+    golden = add_command("golden", help="check the reference model and frontend against a "
                                                 "golden set of official outputs (needs torch)")
     golden.add_argument("golden_dir", help="folder with state_dict.pt, config.json, cases.json, *.npz")
     golden.add_argument("--no-config", action="store_true", help="infer every size from the tensors")
     golden.set_defaults(run=_golden)
 
-    export = commands.add_parser("export", help="export a checkpoint into a parity-checked bundle "
+    export = add_command("export", help="export a checkpoint into a parity-checked bundle "
                                                 "(needs hear-edge[export])")
     export.add_argument("checkpoint", help="a full HEAR.state_dict() saved with torch.save")
     export.add_argument("-o", "--output", required=True, help="bundle folder to write, NAME.hearedge")
@@ -274,15 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     export.set_defaults(run=_export, default_verbose=True)
 
-    tune = commands.add_parser("finetune", help="train on folders of labelled audio (needs torch)")
+    tune = add_command("finetune", help="train on folders of labelled audio (needs torch)")
     tune.add_argument("data_dir", help="one folder per label (or train/ and val/ folders holding them)")
     tune.add_argument("-o", "--output", required=True, help="checkpoint to write (official HEAR keys)")
     tune.add_argument("--init", help="official checkpoint to start from: full or acoustic-model file")
     tune.add_argument("--config", help="official config.json for the sizes (from scratch)")
     tune.add_argument("--freeze-acoustic", action="store_true", help="train the task model and head only")
-    tune.add_argument("--epochs", type=int, default=10)
-    tune.add_argument("--seed", type=int, default=0)
-    tune.add_argument("--batch-size", type=int, default=32)
+    tune.add_argument("--epochs", type=int, default=10, help="passes over the training set (default 10)")
+    tune.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same model (default 0)")
+    tune.add_argument("--batch-size", type=int, default=32, help="clips per training step (default 32)")
     tune.add_argument("--lr", type=float, help="learning rate (default 1e-4 with --init, else 5e-4)")
     tune.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda")
     tune.add_argument("--spec-augment", action="store_true", help="mask random frequency bands and time spans")
@@ -292,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="move each training clip's spectrum by a random factor in 1 +- FRACTION, e.g. 0.12")
     tune.set_defaults(run=_finetune, default_verbose=True)
 
-    trim = commands.add_parser("trim", help="learn which heads and FFN channels a task needs and cut the "
+    trim = add_command("trim", help="learn which heads and FFN channels a task needs and cut the "
                                             "rest (needs torch)")
     trim.add_argument("checkpoint", help="a full HEAR.state_dict() fine-tuned on the task's labels")
     trim.add_argument("--data", required=True, help="one folder per label (or train/ and val/ folders)")
@@ -300,9 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     trim.add_argument("--target-sparsity", type=float, default=0.5,
                       help="fraction of heads and FFN channels to remove (default 0.5)")
     trim.add_argument("--config", help="config.json of the checkpoint (default: sizes read from the tensors)")
-    trim.add_argument("--epochs", type=int, default=10)
-    trim.add_argument("--seed", type=int, default=0)
-    trim.add_argument("--batch-size", type=int, default=32)
+    trim.add_argument("--epochs", type=int, default=10, help="most passes over the training set (default 10)")
+    trim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    trim.add_argument("--batch-size", type=int, default=32, help="clips per training step (default 32)")
     trim.add_argument("--mask-lr", type=float, default=5e-3, help="Adam rate of the mask values (default 5e-3)")
     trim.add_argument("--sparsity-weight", type=float, default=100.0, help="sparsity loss weight (default 100)")
     trim.add_argument("--sparsity-measure", default="gates", choices=["gates", "sigmoid"],
@@ -312,14 +390,23 @@ def build_parser() -> argparse.ArgumentParser:
     trim.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda")
     trim.set_defaults(run=_trim, default_verbose=True)
 
-    classify = commands.add_parser("classify", help="classify audio files")
-    classify.add_argument("files", nargs="+", metavar="FILE")
+    classify = add_command("classify", help="classify audio files")
+    classify.add_argument("files", nargs="+", metavar="FILE_OR_DIR",
+                          help="audio files (anything soundfile reads) or folders of them; a bad one is reported "
+                               "and skipped")
     _add_model_options(classify)
     classify.add_argument("--json", action="store_true", help="one JSON object per file")
+    classify.add_argument("-o", "--output", help="append results to this .jsonl or .csv file, skipping the files "
+                                                 "already in it (rerun to resume)")
+    classify.add_argument("-j", "--jobs", type=int, default=1,
+                          help="worker processes for --output, each loading the model once (default 1)")
+    classify.add_argument("--scheduler", metavar="ADDRESS",
+                          help="run --output on a Dask cluster, e.g. tcp://host:8786 (needs hear-edge[cluster]); "
+                               "the files and --bundle must be at the same paths on its workers")
     classify.set_defaults(run=_classify)
 
-    stream = commands.add_parser("stream", help="classify a file (or the microphone) as a stream")
-    stream.add_argument("file", nargs="?", metavar="FILE")
+    stream = add_command("stream", help="classify a file (or the microphone) as a stream")
+    stream.add_argument("file", nargs="?", metavar="FILE", help="audio file to feed as a stream (or --mic)")
     _add_model_options(stream)
     stream.add_argument("--hop", type=float, help="seconds between results (default: the bundle's, "
                                                   "see `hear-edge info`)")
@@ -327,15 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "the clip length its head was trained on)")
     stream.add_argument("--realtime", action="store_true", help="feed the file at its real-time pace")
     stream.add_argument("--mic", action="store_true", help="listen to the default microphone (sounddevice)")
+    stream.add_argument("--json", action="store_true", help="one JSON object per result")
     stream.set_defaults(run=_stream)
 
-    embed = commands.add_parser("embed", help="scene and frame embeddings of a file")
-    embed.add_argument("file", metavar="FILE")
+    embed = add_command("embed", help="scene and frame embeddings of a file")
+    embed.add_argument("file", metavar="FILE", help="audio file to embed")
     _add_model_options(embed)
     embed.add_argument("-o", "--output", help="write scene, frames, frame_times_s to this .npz")
     embed.set_defaults(run=_embed)
 
-    bench = commands.add_parser("bench", help="latency, RTF, streaming, memory, size and parity per backend")
+    bench = add_command("bench", help="latency, RTF, streaming, memory, size and parity per backend")
     bench.add_argument("--bundle", help="bundle folder (default: the shipped one)")
     bench.add_argument("--checkpoint", help="the bundle's source checkpoint: adds the PyTorch eager rows "
                                             "and checks parity against them live (needs torch)")
@@ -349,22 +437,56 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threshold", type=float, default=0.10, help="regression threshold (default 0.10)")
     bench.set_defaults(run=_bench, default_verbose=True)
 
-    info = commands.add_parser("info", help="labels, graphs, sizes and parity figures of a bundle")
+    info = add_command("info", help="labels, graphs, sizes and parity figures of a bundle")
     info.add_argument("bundle", nargs="?", help="bundle folder (default: the shipped one)")
+    info.add_argument("--json", action="store_true", help="the whole manifest as JSON")
     info.set_defaults(run=_info)
     return parser
 
 
+def _missing_package(error: ModuleNotFoundError, command: str) -> str | None:
+    """What to install for a command whose optional package is missing, or None for another import error."""
+    package = (error.name or "").split(".")[0]
+    if package not in _EXTRA_OF:
+        return None
+    extra = _EXTRA_OF[package]
+    how = (f"pip install '.[{extra}]' in a hear-edge checkout (or 'hear-edge[{extra}]' from a built wheel)"
+           if extra else f"pip install {package}")
+    return f"`hear-edge {command}` needs {package}, which is not installed: {how}."
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    verbose = args.verbose or getattr(args, "default_verbose", False)
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    logging.getLogger("hear_edge").setLevel(logging.INFO if verbose else logging.WARNING)
     try:
-        return args.run(args)
-    except HearEdgeError as error:
-        print(f"hear-edge: error: {error}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+        verbose = getattr(args, "verbose", False) or getattr(args, "default_verbose", False)
+        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+        logging.getLogger("hear_edge").setLevel(logging.INFO if verbose else logging.WARNING)
+        try:
+            status = args.run(args)
+        except HearEdgeError as error:
+            print(f"hear-edge: error: {error}", file=sys.stderr)
+            return 2
+        except ModuleNotFoundError as error:
+            message = _missing_package(error, args.command)
+            if message is None:
+                raise
+            print(f"hear-edge: error: {message}", file=sys.stderr)
+            return 2
+        except OSError as error:  # e.g. -o into a folder that does not exist
+            if isinstance(error, BrokenPipeError):
+                raise
+            print(f"hear-edge: error: {error}", file=sys.stderr)
+            return 2
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return status
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly. Point stdout at devnull so the flush at exit
+        # does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a tool killed by the closed pipe would return
 
 
 if __name__ == "__main__":

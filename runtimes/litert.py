@@ -1,4 +1,4 @@
-"""LiteRT (ai-edge-litert) backend.
+"""LiteRT backend: ai-edge-litert, or tflite-runtime where that is all there is.
 
 litert-torch names a signature's inputs args_0, args_1, ... and its outputs output_0, ... in the
 order the torch module takes and returns them; this maps them back to the manifest's names.
@@ -6,15 +6,26 @@ order the torch module takes and returns them; this maps them back to the manife
 
 from __future__ import annotations
 
+import importlib
+import logging
 import threading
 from pathlib import Path
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 
-from hear_edge.errors import BundleError
+from hear_edge.errors import BackendUnavailableError, BundleError
 
-from .base import GraphSession
+from .base import GraphSession, _probe, backend_problem
+
+logger = logging.getLogger("hear_edge")
+
+_module, _failures = _probe("litert")
+if _module is None:
+    raise BackendUnavailableError(backend_problem("litert"))
+for _package, _error in _failures:
+    logger.warning("LiteRT runs on %s: %s is installed but fails to import (%s)", _module.split(".")[0],
+                   _package, _error)
+Interpreter = importlib.import_module(_module).Interpreter
 
 
 class LiteRtSession(GraphSession):
