@@ -6,6 +6,7 @@ import datetime
 import importlib.metadata
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -178,6 +179,9 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
         manifest.write(staging)
         if out.exists():
             shutil.rmtree(out)
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # mkdtemp made it private; a bundle is read by whoever runs it
         staging.rename(out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -12,7 +12,7 @@ from hear_edge.bundle import read_manifest
 from hear_edge.frontend import compute_features
 from hear_edge.inference import InferenceEngine
 
-OLD_BUNDLE = REPO_ROOT / "tests" / "data" / "tiny-golden.hearedge"  # schema 1: a static 300-frame window
+OLD_BUNDLE = REPO_ROOT / "tests" / "data" / "tiny-golden-schema1.hearedge"  # a static 300-frame window
 EXACT = 1e-5
 LENGTHS = [2, 3, 39, 50, 51, 100, 149, 150, 151, 250, 299, 300]
 
