@@ -120,7 +120,7 @@ def _classify(args: argparse.Namespace) -> int:
             print(f"{path}: {_categories_text(result)}")
             for segment in result.segments:
                 print(f"  {segment.start_s:7.2f}-{segment.end_s:7.2f} s: {_categories_text(segment)}")
-    if failed:
+    if failed and len(files) > 1:  # one file: its error line is the whole story
         print(f"hear-edge: {failed} of {len(files)} files failed", file=sys.stderr)
     return 1 if failed else 0
 
