@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hear_edge.runtimes import open_graph
-
-from hear_edge.bundle import FORMAT_BACKEND, read_manifest, verify_graph
+from hear_edge.bundle import read_manifest
+from hear_edge.inference import InferenceEngine
 
 
 def main(argv=None) -> int:
@@ -27,6 +26,7 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", action="append", help="FORMAT/PRECISION, e.g. onnx/fp32 (default: all shared)")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--frames", type=int, help="window length in acoustic frames (default: the bundle's 300)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     manifests = [read_manifest(b) for b in args.bundles]
@@ -35,24 +35,22 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     sessions = {}
     for bundle, manifest in zip(args.bundles, manifests):
-        mel_frames = 2 * manifest.window_frames
-        feed = {"log_mel": rng.standard_normal((1, 128, mel_frames)).astype(np.float32),
-                "valid_frames": np.array([manifest.window_frames], np.int32)}
+        frames = args.frames or manifest.window_frames
+        log_mel = rng.standard_normal((128, 2 * frames)).astype(np.float32)
         for variant in variants:
             fmt, precision = variant.split("/")
-            spec = manifest.graph("acoustic_window", fmt, precision)
-            session = open_graph(FORMAT_BACKEND[fmt], verify_graph(bundle, spec), spec.input_names,
-                                 spec.output_names, args.threads)
-            session.run(feed)  # warm-up
-            sessions[(bundle, variant)] = (session, feed, [])
+            # The engine feeds each graph as it takes a length: free (exact frames) or a padded bucket.
+            engine = InferenceEngine(bundle, manifest, fmt, precision, args.threads)
+            engine.encode_window(log_mel, 0, frames)  # warm-up
+            sessions[(bundle, variant)] = (engine, log_mel, frames, [])
     for _ in range(args.rounds):
-        for session, feed, times in sessions.values():
+        for engine, log_mel, frames, times in sessions.values():
             started = time.perf_counter()
-            session.run(feed)
+            engine.encode_window(log_mel, 0, frames)
             times.append(time.perf_counter() - started)
     report = {"rounds": args.rounds, "threads": args.threads, "rows": []}
-    for (bundle, variant), (_, _, times) in sessions.items():
-        base = np.median(sessions[(args.bundles[0], variant)][2])
+    for (bundle, variant), (_, _, _, times) in sessions.items():
+        base = np.median(sessions[(args.bundles[0], variant)][3])
         report["rows"].append({"bundle": Path(bundle).name, "variant": variant,
                                "median_ms": 1000 * float(np.median(times)),
                                "p90_ms": 1000 * float(np.percentile(times, 90)),
