@@ -21,7 +21,6 @@ logger = logging.getLogger("hear_edge")
 FP32_MAX_ABS_LOGIT_DIFF = 1e-3
 INT8_MIN_ACOUSTIC_COSINE = 0.99
 INT8_MIN_TOP1_AGREEMENT = 0.99
-MAX_CLIP_SAMPLES = 30 * 16000
 
 
 @dataclass
@@ -36,15 +35,16 @@ def synthetic_clips() -> list[ParityClip]:
     return [ParityClip(name, wave[None], real=False) for name, wave in signals.synthetic_clips().items()]
 
 
-def real_clips(directory: str | Path, limit: int = 32) -> list[ParityClip]:
-    """Up to `limit` audio files under `directory` (sorted, recursive), resampled, cut at 30 s."""
+def real_clips(directory: str | Path, max_samples: int, limit: int = 32) -> list[ParityClip]:
+    """Up to `limit` audio files under `directory` (sorted, recursive), resampled, cut at `max_samples`
+    (one segment, `hear_edge.segments.segment_samples`: 30 s for the official Task Model)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise HearEdgeError(f"calibration folder {directory} does not exist.")
     clips = []
     for path in sorted(p for p in directory.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
         try:
-            waveform = load_input(path)[:, :MAX_CLIP_SAMPLES]
+            waveform = load_input(path)[:, :max_samples]
         except HearEdgeError as error:
             logger.warning("skipping %s: %s", path, error)
             continue

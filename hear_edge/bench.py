@@ -108,16 +108,20 @@ def _child_main(args: dict, started: float) -> dict:
     if args["kind"] == "pytorch":
         import torch
 
-        from .model import load_checkpoint
+        from .model import FRONTEND, load_checkpoint
+        from .segments import segment_samples, split_segments
 
         torch.set_num_threads(args["threads"])
         model = load_checkpoint(args["checkpoint"], args.get("config"))
         cold = time.perf_counter() - started
 
+        # Segmented as classify segments (one planner, read from the model's Task Model length).
+        length = segment_samples(model.config.task_model.max_length, FRONTEND.hop_samples)
+
         def run(wave):
             outputs = []
-            for segment in _segments(wave):
-                tensor = torch.from_numpy(segment)[None, None]
+            for _, segment in split_segments([wave], length, 2 * FRONTEND.hop_samples):
+                tensor = torch.from_numpy(segment.astype(np.float32))[None, None]  # float64 from the planner
                 with torch.no_grad():
                     outputs.append(model(tensor, torch.tensor([segment.shape[0]]))[0].numpy())
             return np.mean(outputs, axis=0), {}
@@ -191,15 +195,6 @@ def _stream_figures(model, run, context_s: float, hop_s: float, seconds: float) 
             "compute_s": compute, "compute_per_result_s": compute / max(results, 1),
             "compute_vs_offline_classify": compute / max(offline, 1e-9),
             "delay_after_hop_p95_s": _percentile(ready_times, 95)}
-
-
-def _segments(wave: np.ndarray, segment: int = 30 * 16000):
-    if len(wave) <= segment:
-        return [wave]
-    starts = list(range(0, len(wave) - segment + 1, segment))
-    if starts[-1] + segment < len(wave):
-        starts.append(len(wave) - segment)
-    return [wave[s:s + segment] for s in starts]
 
 
 def _run_child(args: dict, timeout: int = 1800) -> dict:

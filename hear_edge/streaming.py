@@ -37,10 +37,11 @@ def _to_samples(seconds, name: str, minimum_s: float, maximum_s: float) -> int:
     return hops * _HOP
 
 
-def check_stream_timing(hop_seconds, context_seconds) -> tuple[int, int]:
-    """(hop, context) in 16 kHz samples; InvalidArgumentError unless 10 ms multiples, 0.05-30 s, hop <= context."""
-    hop_samples = _to_samples(hop_seconds, "hop_seconds", 0.05, 30.0)
-    context_samples = _to_samples(context_seconds, "context_seconds", 0.05, 30.0)
+def check_stream_timing(hop_seconds, context_seconds, max_seconds: float) -> tuple[int, int]:
+    """(hop, context) in 16 kHz samples; InvalidArgumentError unless 10 ms multiples from 0.05 s to
+    `max_seconds` (one segment, `hear_edge.segments.segment_samples`: what the Task Model holds), hop <= context."""
+    hop_samples = _to_samples(hop_seconds, "hop_seconds", 0.05, max_seconds)
+    context_samples = _to_samples(context_seconds, "context_seconds", 0.05, max_seconds)
     if hop_samples > context_samples:
         raise InvalidArgumentError(f"hop_seconds ({hop_seconds}) must not exceed context_seconds ({context_seconds}): "
                                    f"audio between windows would never be classified.")
@@ -56,7 +57,8 @@ class ClassificationStream:
 
     def __init__(self, model, hop_seconds: float, context_seconds: float, keep):
         self.model = model
-        self.hop_samples, self.context_samples = check_stream_timing(hop_seconds, context_seconds)
+        self.hop_samples, self.context_samples = check_stream_timing(hop_seconds, context_seconds,
+                                                                     model.segment_samples / SAMPLE_RATE_HZ)
         self._keep = keep
         self._frontend = model.frontend
         self._lock = threading.Lock()
