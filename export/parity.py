@@ -11,16 +11,13 @@ import torch
 
 from hear_edge import signals
 from hear_edge.audio import AUDIO_SUFFIXES, load_input
-from hear_edge.bench import cosine
 from hear_edge.errors import HearEdgeError, ParityError
 from hear_edge.frontend import compute_features
+from hear_edge.gates import cosine, verdict
 from hear_edge.inference import InferenceEngine
 
 logger = logging.getLogger("hear_edge")
 
-FP32_MAX_ABS_LOGIT_DIFF = 1e-3
-INT8_MIN_ACOUSTIC_COSINE = 0.99
-INT8_MIN_TOP1_AGREEMENT = 0.99
 
 
 @dataclass
@@ -93,19 +90,7 @@ def measure_variant(engine: InferenceEngine, clips: list[ParityClip], references
         "real_clips": len(agree_real),
         "disagreements": disagreements,
     }
-    if engine.precision == "fp32":
-        gates = {"max_abs_logit_diff": ("<=", FP32_MAX_ABS_LOGIT_DIFF)}
-    else:
-        gates = {"acoustic_cosine_min": (">=", INT8_MIN_ACOUSTIC_COSINE),
-                 "top1_agreement": (">=", INT8_MIN_TOP1_AGREEMENT)}
-    failures = []
-    for figure, (op, bound) in gates.items():
-        value = figures[figure]
-        if (op == "<=" and value > bound) or (op == ">=" and value < bound):
-            failures.append(f"{figure} = {value:.6g}, gate {op} {bound:g} (off by {abs(value - bound):.3g})")
-    figures["gates"] = {k: f"{op} {bound:g}" for k, (op, bound) in gates.items()}
-    figures["passed"] = not failures
-    figures["failures"] = failures
+    figures.update(verdict(figures, engine.precision))  # the thresholds live in hear_edge.gates
     return figures
 
 

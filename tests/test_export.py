@@ -8,10 +8,10 @@ torch = pytest.importorskip("torch")
 
 from conftest import REAL_AUDIO, TINY_CASES, TINY_GOLDEN, TINY_LABELS  # noqa: E402
 from hear_edge.bundle import Manifest, read_manifest  # noqa: E402
+from hear_edge import gates  # noqa: E402
 from hear_edge.config import HearConfig  # noqa: E402
 from hear_edge.errors import BundleError, ConfigError, LabelError, ParityError  # noqa: E402
 from hear_edge.export import export_bundle, load_labels  # noqa: E402
-from hear_edge.export import parity as parity_module  # noqa: E402
 from hear_edge.frontend import compute_features  # noqa: E402
 from hear_edge.inference import InferenceEngine  # noqa: E402
 from hear_edge.model import HEAR, load_checkpoint  # noqa: E402
@@ -173,7 +173,7 @@ def test_seven_class_custom_head_exports_and_classifies(tmp_path):
 
 
 def test_a_missed_gate_is_a_typed_error_and_force_marks_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(parity_module, "FP32_MAX_ABS_LOGIT_DIFF", 1e-12)
+    monkeypatch.setattr(gates, "FP32_MAX_ABS_LOGIT_DIFF", 1e-12)
     with pytest.raises(ParityError, match=r"onnx fp32 graphs: max_abs_logit_diff = .*gate <= 1e-12"):
         export_bundle(TINY_GOLDEN / "state_dict.pt", tmp_path / "a.hearedge", labels=TINY_LABELS,
                       formats=["onnx"], precisions=["fp32"])
