@@ -9,7 +9,8 @@ torch = pytest.importorskip("torch")
 from conftest import TINY_GOLDEN  # noqa: E402
 from hear_edge import HearEdge  # noqa: E402
 from hear_edge.export import export_bundle  # noqa: E402
-from hear_edge.finetune import finetune, read_labelled_folders  # noqa: E402
+from hear_edge.errors import CheckpointError, InvalidArgumentError  # noqa: E402
+from hear_edge.finetune import _initial_model, finetune, read_labelled_folders  # noqa: E402
 from hear_edge.model import load_checkpoint  # noqa: E402
 
 
@@ -129,3 +130,33 @@ def test_cli_finetune_takes_the_augmentations(tone_set, tmp_path, capsys):
                    "--frequency-warp", "0.1"])
     assert status == 0 and "best epoch 1" in capsys.readouterr().out
     assert load_checkpoint(tmp_path / "m.pt", tmp_path / "m.config.json").decoder.out.out_features == 3
+
+
+@pytest.mark.parametrize("wrap", ["state_dict", "module."])
+def test_init_reads_wrapped_and_prefixed_checkpoints_as_full_models(tmp_path, wrap):
+    state = torch.load(TINY_GOLDEN / "state_dict.pt", map_location="cpu", weights_only=True)
+    saved = {"state_dict": state} if wrap == "state_dict" else {f"module.{k}": v for k, v in state.items()}
+    checkpoint = tmp_path / "wrapped.pt"
+    torch.save(saved, checkpoint)
+    # Taken as a full HEAR checkpoint (not an acoustic-only file): a 3-class head replaces the
+    # 5-class one, and every other weight is the checkpoint's.
+    model = _initial_model(checkpoint, None, num_classes=3)
+    assert model.decoder.out.out_features == 3
+    for key, value in model.state_dict().items():
+        if not key.startswith("decoder.out."):
+            torch.testing.assert_close(value, state[key], rtol=0, atol=0, msg=key)
+
+
+def test_init_refuses_a_checkpoint_that_would_run_code_with_a_typed_error(tmp_path):
+    checkpoint = tmp_path / "code.pt"
+    torch.save({"weights": torch.zeros(2), "extra": np.dtype("float32")}, checkpoint)  # not a plain state_dict
+    with pytest.raises(CheckpointError, match="holds objects other than tensors"):
+        _initial_model(checkpoint, None, num_classes=3)
+
+
+@pytest.mark.parametrize("epochs", [0, -1, 1.5])
+def test_finetune_refuses_epochs_below_one_before_any_work(tone_set, tmp_path, epochs):
+    output = tmp_path / "never.pt"
+    with pytest.raises(InvalidArgumentError, match="epochs must be an int >= 1"):
+        finetune(tone_set, output, epochs=epochs, device="cpu", progress=False)
+    assert not any(tmp_path.iterdir())
