@@ -146,7 +146,7 @@ class HearEdge:
     @classmethod
     def load(cls, bundle: str | Path | None = None, backend: str = "auto", precision: str = "auto",
              num_threads: int = 1) -> "HearEdge":
-        """Load a bundle, verifying every graph's sha256.
+        """Load a bundle, verifying the size and sha256 of the two graphs it runs (once each).
 
         Args:
             bundle: a `NAME.hearedge` folder, or None for the default bundle shipped in the wheel.
@@ -165,7 +165,9 @@ class HearEdge:
         from .runtimes.base import INT8_UNSUPPORTED, backend_problem, runtime_package, supports_int8
 
         bundle_dir = default_bundle_path() if bundle is None else Path(bundle)
-        manifest = read_manifest(bundle_dir)
+        # The chosen variant's two graphs are verified as InferenceEngine opens them; the others
+        # are never read, so they are not hashed (`hear-edge info` verifies every graph).
+        manifest = read_manifest(bundle_dir, verify_hashes=False)
         formats = {"onnx": "onnx", "litert": "tflite"}
         if backend not in ("auto", *formats):
             raise InvalidArgumentError(f"backend must be 'auto', 'onnx' or 'litert', got {backend!r}.")
@@ -189,10 +191,15 @@ class HearEdge:
         int8_ok = supports_int8(backend)
         if precision == "auto":
             gate = manifest.parity.get("results", {}).get(f"{fmt}/int8", {})
-            if int8_ok:
-                precision = "int8" if "int8" in precisions and gate.get("passed") else precisions[0]
+            if int8_ok and "int8" in precisions and gate.get("passed"):
+                precision = "int8"
             elif "fp32" in precisions:
                 precision = "fp32"
+            elif int8_ok:
+                raise BundleError(f"bundle {bundle_dir} has only {fmt} int8 graphs, and they failed their parity "
+                                  f"gate at export (see `hear-edge info {bundle_dir}`), so precision='auto' does "
+                                  f"not pick them. Re-export with fp32 graphs (--precision fp32), or pass "
+                                  f"precision='int8' to run the failed int8 graphs anyway.")
             else:
                 raise BundleError(f"bundle {bundle_dir} has only {fmt} {precisions} graphs, and the {backend} "
                                   f"backend on {runtime_package(backend)} cannot run int8: "

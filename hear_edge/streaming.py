@@ -75,17 +75,20 @@ class ClassificationStream:
     def reset(self) -> None:
         """Forget all audio; the next chunk starts a new stream (and may use another sample rate)."""
         with self._lock:
-            self._rate = None
-            self._channels = None
-            self._resampler = None
-            self._buffer = np.zeros(4 * self.context_samples)  # mono float64 at 16 kHz ...
-            self._size = 0                                       # ... of which this much is filled,
-            self._offset = 0                                     # from this absolute sample on
-            self._received = 0
-            self._spectra = {}          # absolute frame index -> spectrum of the raw samples
-            self._next_frame = 2        # frames 0 and 1 reach before the stream's start
-            self._next_end = self.hop_samples
-            self._last_end = 0
+            self._reset()
+
+    def _reset(self) -> None:  # the caller holds self._lock
+        self._rate = None
+        self._channels = None
+        self._resampler = None
+        self._buffer = np.zeros(4 * self.context_samples)  # mono float64 at 16 kHz ...
+        self._size = 0                                       # ... of which this much is filled,
+        self._offset = 0                                     # from this absolute sample on
+        self._received = 0
+        self._spectra = {}          # absolute frame index -> spectrum of the raw samples
+        self._next_frame = 2        # frames 0 and 1 reach before the stream's start
+        self._next_end = self.hop_samples
+        self._last_end = 0
 
     def accept_waveform(self, samples: np.ndarray, sample_rate: int) -> list:
         """Add a chunk of any size; returns the results (ClassificationResult) that became ready.
@@ -125,7 +128,7 @@ class ClassificationStream:
             if end > self._last_end and end - start >= self._frontend.min_samples:
                 results.append(self._result(start, end))
             too_short = not results and self._last_end == 0 and 0 < end
-        self.reset()
+            self._reset()  # under the same lock: no chunk can land between the flush and the reset
         if too_short:
             raise AudioTooShortError(
                 f"the stream ended after {1000 * end / SAMPLE_RATE_HZ:.1f} ms of audio, too short for any result: "

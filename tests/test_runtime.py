@@ -276,10 +276,10 @@ def test_bundle_errors_at_load(tiny_bundle, tmp_path):
         handle.seek(100)
         handle.write(bytes([byte[0] ^ 1]))
     with pytest.raises(BundleError, match=r"acoustic_window\.fp32\.onnx fails its hash"):
-        HearEdge.load(copy)
+        HearEdge.load(copy, precision="fp32")  # load verifies the graphs it runs
     (copy / "acoustic_window.fp32.onnx").unlink()
     with pytest.raises(BundleError, match=r"missing its onnx fp32 acoustic_window graph"):
-        HearEdge.load(copy)
+        HearEdge.load(copy, precision="fp32")
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     manifest["schema_version"] = 99
     shutil.copy(tiny_bundle / "acoustic_window.fp32.onnx", copy)
