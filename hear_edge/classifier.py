@@ -74,6 +74,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (shifted / shifted.sum()).astype(np.float32)
 
 
+def build_result(outputs: ClipOutputs, labels: list[str], start_s: float, end_s: float, keep,
+                 timings: dict[str, float]) -> ClassificationResult:
+    """The ClassificationResult of one run of the graphs over [start_s, end_s): softmax scores and
+    the categories `keep` (a `_ResultFilter`) lets through. The one place classify's segments and
+    stream results are built, so both rank and filter alike."""
+    scores = softmax(outputs.logits)
+    return ClassificationResult(keep(scores, outputs.logits), scores, outputs.logits.astype(np.float32),
+                                labels, start_s, end_s, timings)
+
+
 def default_bundle_path() -> Path:
     assets = importlib.resources.files("hear_edge") / "assets"
     found = sorted(p for p in assets.iterdir() if p.name.endswith(".hearedge")) if assets.is_dir() else []
@@ -269,11 +279,6 @@ class HearEdge:
         frontend_ms = 1000 * (time.perf_counter() - started)
         return self.engine.run(*features), frontend_ms
 
-    def _result(self, outputs: ClipOutputs, start_s: float, end_s: float, keep, timings) -> ClassificationResult:
-        scores = softmax(outputs.logits)
-        return ClassificationResult(keep(scores, outputs.logits), scores, outputs.logits.astype(np.float32),
-                                    self.labels, start_s, end_s, timings)
-
     def classify(self, audio, sample_rate: int | None = None, max_results: int | None = 5,
                  score_threshold: float | None = None, allowlist=None, denylist=None) -> ClassificationResult:
         """Classify a clip.
@@ -308,7 +313,8 @@ class HearEdge:
             timings = {"frontend_ms": frontend_ms, **outputs.timings_ms}
             for key, value in timings.items():
                 totals[key] += value
-            segments.append(self._result(outputs, start_s, start_s + len(mono) / SAMPLE_RATE_HZ, keep, timings))
+            segments.append(build_result(outputs, self.labels, start_s, start_s + len(mono) / SAMPLE_RATE_HZ, keep,
+                                         timings))
         totals["total_ms"] = 1000 * (time.perf_counter() - started)
         if len(segments) == 1:
             segments[0].timings_ms = totals

@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from .audio import check_array, check_sample_rate
+from .classifier import build_result
 from .errors import AudioTooShortError, InvalidArgumentError, InvalidAudioError
 from .frontend import SAMPLE_RATE_HZ
 
@@ -207,5 +208,5 @@ class ClassificationStream:
         features = frontend.features_from_log(*frontend.log_features_from_spectra(spectra))
         frontend_ms = 1000 * (time.perf_counter() - started)
         outputs = self.model.engine.run(*features)
-        return self.model._result(outputs, start / SAMPLE_RATE_HZ, end / SAMPLE_RATE_HZ, self._keep,
-                                  {"frontend_ms": frontend_ms, **outputs.timings_ms})
+        return build_result(outputs, self.model.labels, start / SAMPLE_RATE_HZ, end / SAMPLE_RATE_HZ, self._keep,
+                            {"frontend_ms": frontend_ms, **outputs.timings_ms})
