@@ -149,6 +149,7 @@ def test_labels_from_text_and_json(tmp_path):
         load_labels(["a", "b", "a"])
 
 
+@pytest.mark.slow
 def test_seven_class_custom_head_exports_and_classifies(tmp_path):
     model = load_checkpoint(TINY_GOLDEN / "acoustic_model_state_dict.pt", num_classes=7)
     torch.manual_seed(3)
@@ -172,6 +173,7 @@ def test_seven_class_custom_head_exports_and_classifies(tmp_path):
     assert np.abs(outputs.logits - reference.numpy()).max() <= FP32_BOUND
 
 
+@pytest.mark.slow
 def test_a_missed_gate_is_a_typed_error_and_force_marks_it(tmp_path, monkeypatch):
     monkeypatch.setattr(gates, "FP32_MAX_ABS_LOGIT_DIFF", 1e-12)
     with pytest.raises(ParityError, match=r"onnx fp32 graphs: max_abs_logit_diff = .*gate <= 1e-12"):

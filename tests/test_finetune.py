@@ -37,6 +37,7 @@ def tone_set(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_finetuning_a_tiny_config_learns_and_exports(tone_set, tmp_path):
     config = json.loads((TINY_GOLDEN / "config.json").read_text())
     output = tmp_path / "model.pt"
@@ -56,6 +57,7 @@ def test_finetuning_a_tiny_config_learns_and_exports(tone_set, tmp_path):
     assert runtime.classify(0.3 * np.sin(2 * np.pi * 300 * t), 16000).top.label == "low"
 
 
+@pytest.mark.slow
 def test_finetuning_is_deterministic_for_a_seed(tone_set, tmp_path):
     config = json.loads((TINY_GOLDEN / "config.json").read_text())
     runs = [finetune(tone_set, tmp_path / f"{i}.pt", config=config, epochs=1, batch_size=8, seed=3, device="cpu",
@@ -65,6 +67,7 @@ def test_finetuning_is_deterministic_for_a_seed(tone_set, tmp_path):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+@pytest.mark.slow
 def test_finetuning_from_an_acoustic_model_file_with_a_frozen_backbone(tone_set, tmp_path):
     before = torch.load(TINY_GOLDEN / "acoustic_model_state_dict.pt", weights_only=True)
     result = finetune(tone_set, tmp_path / "m.pt", init=TINY_GOLDEN / "acoustic_model_state_dict.pt",
@@ -99,6 +102,7 @@ def test_frequency_warp_moves_the_spectrum_from_f_to_f_times_factor():
     assert abs(mel_hz[moved] - 1.2 * mel_hz[peak]) < 0.05 * mel_hz[peak]
 
 
+@pytest.mark.slow
 def test_finetuning_with_frequency_warp_is_deterministic(tone_set, tmp_path):
     config = json.loads((TINY_GOLDEN / "config.json").read_text())
     runs = [finetune(tone_set, tmp_path / f"{i}.pt", config=config, epochs=1, batch_size=8, seed=5, device="cpu",
@@ -120,6 +124,7 @@ def test_finetune_refuses_a_frequency_warp_out_of_range(tone_set, tmp_path):
         finetune(tone_set, tmp_path / "m.pt", frequency_warp=0.7, device="cpu")
 
 
+@pytest.mark.slow
 def test_cli_finetune_takes_the_augmentations(tone_set, tmp_path, capsys):
     from hear_edge.cli import main
 
