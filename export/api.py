@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hear_edge.bundle import FORMATS, PRECISIONS, Manifest, sha256_file, stream_settings
-from hear_edge.errors import HearEdgeError, LabelError
+from hear_edge.errors import ConfigError, HearEdgeError, LabelError
 from hear_edge.frontend import FrontendParams
 from hear_edge.host import host_cpu
 from hear_edge.model import load_checkpoint
+from hear_edge.segments import segment_samples
 
 from .formats import ONNX_INT8_RECIPE, ONNX_OPSET, export_onnx, export_tflite
 from .parity import check_parity, real_clips, synthetic_clips
@@ -60,13 +61,15 @@ def _streaming(model, checkpoint, clip_seconds, context_seconds, hop_seconds) ->
         training = Path(checkpoint).with_suffix(".training.json")
         if training.is_file():
             clip_seconds = json.loads(training.read_text()).get("clip_seconds")
-    window_seconds = model.acoustic_model.max_length * 2 * FrontendParams().hop_samples / 16000
+    hop = FrontendParams().hop_samples
+    window_seconds = model.acoustic_model.max_length * 2 * hop / 16000
     settings = stream_settings(clip_seconds, window_seconds)
     if context_seconds is not None:
         settings["context_seconds"] = context_seconds
     if hop_seconds is not None:
         settings["hop_seconds"] = hop_seconds
-    check_stream_timing(settings["hop_seconds"], settings["context_seconds"])
+    check_stream_timing(settings["hop_seconds"], settings["context_seconds"],
+                        segment_samples(model.config.task_model.max_length, hop) / 16000)
     return settings
 
 
@@ -109,6 +112,7 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
 
     Raises:
         LabelError: labels missing or not matching the head (raised before any export work).
+        ConfigError: a checkpoint whose spectrogram_n_fft is not the frontend's 1024 (before any work).
         ParityError: an exported graph differs from the reference beyond its gate (unless force).
     """
     formats, precisions = tuple(formats), tuple(precisions)
@@ -120,6 +124,15 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
     if out.exists() and not overwrite:
         raise HearEdgeError(f"{out} already exists; choose another path or pass overwrite=True (--overwrite).")
     model = load_checkpoint(checkpoint, config)
+    frontend = FrontendParams()
+    n_fft = model.config.acoustic_model.spectrogram_n_fft
+    if n_fft != frontend.n_fft:
+        # The graphs would be sized for n_fft // 2 + 1 bins, but the runtime's frontend (and the
+        # manifest, hear_edge.manifest_check.SUPPORTED_FRONTEND) computes n_fft = 1024 only.
+        raise ConfigError(f"the checkpoint's acoustic_model.spectrogram_n_fft is {n_fft}; hear-edge exports only "
+                          f"models with the standard frontend's n_fft = {frontend.n_fft} (its runtime frontend "
+                          f"computes {frontend.n_fft // 2 + 1} spectrum bins). Train or fine-tune with "
+                          f"spectrogram_n_fft = {frontend.n_fft}.")
     num_classes = model.config.classification_decoder.num_classes
     if labels is None:
         raise LabelError(f"labels are required: give {num_classes} names, one per class of the head.")
@@ -128,7 +141,8 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
         raise LabelError(f"{len(labels)} labels given but the checkpoint's head has {num_classes} classes; "
                          f"give exactly one label per class, in the head's order.")
     streaming = _streaming(model, checkpoint, clip_seconds, stream_context_seconds, stream_hop_seconds)
-    clips = synthetic_clips() + (real_clips(calibration, limit=64) if calibration is not None else [])
+    longest = segment_samples(model.config.task_model.max_length, frontend.hop_samples)
+    clips = synthetic_clips() + (real_clips(calibration, longest, limit=64) if calibration is not None else [])
 
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +159,7 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
             model_version=str(version),
             description=description,
             labels=labels,
-            frontend=FrontendParams(),
+            frontend=frontend,
             window_frames=hear_config.acoustic_model.max_length,
             overlap_frames=hear_config.acoustic_model.overlap,
             acoustic_hidden_size=hear_config.acoustic_model.hidden_size,

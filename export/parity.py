@@ -11,17 +11,13 @@ import torch
 
 from hear_edge import signals
 from hear_edge.audio import AUDIO_SUFFIXES, load_input
-from hear_edge.bench import cosine
 from hear_edge.errors import HearEdgeError, ParityError
 from hear_edge.frontend import compute_features
+from hear_edge.gates import cosine, verdict
 from hear_edge.inference import InferenceEngine
 
 logger = logging.getLogger("hear_edge")
 
-FP32_MAX_ABS_LOGIT_DIFF = 1e-3
-INT8_MIN_ACOUSTIC_COSINE = 0.99
-INT8_MIN_TOP1_AGREEMENT = 0.99
-MAX_CLIP_SAMPLES = 30 * 16000
 
 
 @dataclass
@@ -36,15 +32,16 @@ def synthetic_clips() -> list[ParityClip]:
     return [ParityClip(name, wave[None], real=False) for name, wave in signals.synthetic_clips().items()]
 
 
-def real_clips(directory: str | Path, limit: int = 32) -> list[ParityClip]:
-    """Up to `limit` audio files under `directory` (sorted, recursive), resampled, cut at 30 s."""
+def real_clips(directory: str | Path, max_samples: int, limit: int = 32) -> list[ParityClip]:
+    """Up to `limit` audio files under `directory` (sorted, recursive), resampled, cut at `max_samples`
+    (one segment, `hear_edge.segments.segment_samples`: 30 s for the official Task Model)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise HearEdgeError(f"calibration folder {directory} does not exist.")
     clips = []
     for path in sorted(p for p in directory.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
         try:
-            waveform = load_input(path)[:, :MAX_CLIP_SAMPLES]
+            waveform = load_input(path)[:, :max_samples]
         except HearEdgeError as error:
             logger.warning("skipping %s: %s", path, error)
             continue
@@ -93,19 +90,7 @@ def measure_variant(engine: InferenceEngine, clips: list[ParityClip], references
         "real_clips": len(agree_real),
         "disagreements": disagreements,
     }
-    if engine.precision == "fp32":
-        gates = {"max_abs_logit_diff": ("<=", FP32_MAX_ABS_LOGIT_DIFF)}
-    else:
-        gates = {"acoustic_cosine_min": (">=", INT8_MIN_ACOUSTIC_COSINE),
-                 "top1_agreement": (">=", INT8_MIN_TOP1_AGREEMENT)}
-    failures = []
-    for figure, (op, bound) in gates.items():
-        value = figures[figure]
-        if (op == "<=" and value > bound) or (op == ">=" and value < bound):
-            failures.append(f"{figure} = {value:.6g}, gate {op} {bound:g} (off by {abs(value - bound):.3g})")
-    figures["gates"] = {k: f"{op} {bound:g}" for k, (op, bound) in gates.items()}
-    figures["passed"] = not failures
-    figures["failures"] = failures
+    figures.update(verdict(figures, engine.precision))  # the thresholds live in hear_edge.gates
     return figures
 
 

@@ -3,12 +3,16 @@
 import logging
 
 from .classifier import Category, ClassificationResult, Embeddings, HearEdge
-from .errors import HearEdgeError
+from .errors import (AudioTooShortError, BackendUnavailableError, BundleError, CheckpointError, ClipTooLongError,
+                     ConfigError, HearEdgeError, InvalidArgumentError, InvalidAudioError, LabelError, ParityError)
 from .frontend import compute_features
+from .streaming import ClassificationStream
 
 __version__ = "0.1.0"
 
 logging.getLogger("hear_edge").addHandler(logging.NullHandler())
 
-__all__ = ["HearEdge", "ClassificationResult", "Category", "Embeddings", "HearEdgeError",
-           "compute_features", "__version__"]
+__all__ = ["HearEdge", "ClassificationResult", "ClassificationStream", "Category", "Embeddings", "compute_features",
+           "HearEdgeError", "InvalidAudioError", "AudioTooShortError", "ClipTooLongError", "InvalidArgumentError",
+           "CheckpointError", "ConfigError", "BundleError", "LabelError", "ParityError", "BackendUnavailableError",
+           "__version__"]

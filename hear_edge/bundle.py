@@ -14,6 +14,7 @@ from typing import Any
 from .errors import BundleError
 from .frontend import FrontendParams
 from .manifest_check import validate_manifest
+from .segments import segment_samples
 
 logger = logging.getLogger("hear_edge")
 
@@ -109,6 +110,12 @@ class Manifest:
     @property
     def window_seconds(self) -> float:
         return self.window_frames * 2 * self.frontend.hop_samples / self.frontend.sample_rate_hz
+
+    @property
+    def segment_samples(self) -> int:
+        """Longest piece of audio (samples) classify runs at once; longer audio is segmented
+        (`hear_edge.segments`): 2 * max_task_frames hops, 30 s for the official 1500 frames."""
+        return segment_samples(self.max_task_frames, self.frontend.hop_samples)
 
     @property
     def stream_defaults(self) -> dict[str, float]:

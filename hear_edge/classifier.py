@@ -18,10 +18,9 @@ from .errors import (AudioTooShortError, BackendUnavailableError, BundleError, I
                      LabelError)
 from .frontend import SAMPLE_RATE_HZ, LogMelFrontend
 from .inference import ClipOutputs, InferenceEngine
+from .segments import split_segments
 
 logger = logging.getLogger("hear_edge")
-
-SEGMENT_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -38,8 +37,9 @@ class Category:
 class ClassificationResult:
     """What `classify` returns: ranked categories plus every label's score, in label order.
 
-    For audio over 30 s, `segments` holds one result per 30 s segment (with its start and end)
-    and the top-level scores are their mean.
+    For audio over one segment (`HearEdge.segment_samples`: 30 s for the official model),
+    `segments` holds one result per segment (with its start and end) and the top-level scores
+    are their mean.
     """
 
     categories: list[Category]
@@ -72,6 +72,16 @@ class Embeddings:
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits.astype(np.float64) - logits.max())
     return (shifted / shifted.sum()).astype(np.float32)
+
+
+def build_result(outputs: ClipOutputs, labels: list[str], start_s: float, end_s: float, keep,
+                 timings: dict[str, float]) -> ClassificationResult:
+    """The ClassificationResult of one run of the graphs over [start_s, end_s): softmax scores and
+    the categories `keep` (a `_ResultFilter`) lets through. The one place classify's segments and
+    stream results are built, so both rank and filter alike."""
+    scores = softmax(outputs.logits)
+    return ClassificationResult(keep(scores, outputs.logits), scores, outputs.logits.astype(np.float32),
+                                labels, start_s, end_s, timings)
 
 
 def default_bundle_path() -> Path:
@@ -146,7 +156,7 @@ class HearEdge:
     @classmethod
     def load(cls, bundle: str | Path | None = None, backend: str = "auto", precision: str = "auto",
              num_threads: int = 1) -> "HearEdge":
-        """Load a bundle, verifying every graph's sha256.
+        """Load a bundle, verifying the size and sha256 of the two graphs it runs (once each).
 
         Args:
             bundle: a `NAME.hearedge` folder, or None for the default bundle shipped in the wheel.
@@ -165,7 +175,9 @@ class HearEdge:
         from .runtimes.base import INT8_UNSUPPORTED, backend_problem, runtime_package, supports_int8
 
         bundle_dir = default_bundle_path() if bundle is None else Path(bundle)
-        manifest = read_manifest(bundle_dir)
+        # The chosen variant's two graphs are verified as InferenceEngine opens them; the others
+        # are never read, so they are not hashed (`hear-edge info` verifies every graph).
+        manifest = read_manifest(bundle_dir, verify_hashes=False)
         formats = {"onnx": "onnx", "litert": "tflite"}
         if backend not in ("auto", *formats):
             raise InvalidArgumentError(f"backend must be 'auto', 'onnx' or 'litert', got {backend!r}.")
@@ -189,10 +201,15 @@ class HearEdge:
         int8_ok = supports_int8(backend)
         if precision == "auto":
             gate = manifest.parity.get("results", {}).get(f"{fmt}/int8", {})
-            if int8_ok:
-                precision = "int8" if "int8" in precisions and gate.get("passed") else precisions[0]
+            if int8_ok and "int8" in precisions and gate.get("passed"):
+                precision = "int8"
             elif "fp32" in precisions:
                 precision = "fp32"
+            elif int8_ok:
+                raise BundleError(f"bundle {bundle_dir} has only {fmt} int8 graphs, and they failed their parity "
+                                  f"gate at export (see `hear-edge info {bundle_dir}`), so precision='auto' does "
+                                  f"not pick them. Re-export with fp32 graphs (--precision fp32), or pass "
+                                  f"precision='int8' to run the failed int8 graphs anyway.")
             else:
                 raise BundleError(f"bundle {bundle_dir} has only {fmt} {precisions} graphs, and the {backend} "
                                   f"backend on {runtime_package(backend)} cannot run int8: "
@@ -233,32 +250,23 @@ class HearEdge:
         samples = check_array(audio)
         return (samples[i:i + READ_BLOCK_FRAMES] for i in range(0, len(samples), READ_BLOCK_FRAMES)), rate
 
+    @property
+    def segment_samples(self) -> int:
+        """Longest piece (16 kHz samples) classify and embed run at once; longer audio is segmented.
+        Read from the bundle's `max_task_frames` (`hear_edge.segments`): 30 s for the official 1500."""
+        return self.manifest.segment_samples
+
     def _segments(self, audio, sample_rate) -> Iterator[tuple[float, np.ndarray]]:
-        """(start_s, mono float64 16 kHz) segments of at most 30 s; the last one ends at the clip's end.
+        """(start_s, mono float64 16 kHz) segments of at most `segment_samples`; the last one ends
+        at the clip's end (`hear_edge.segments.split_segments`).
 
         Every segment starts on the 20 ms grid of the Acoustic Model's frames, so frame timestamps
         of all segments fall on one grid.
         """
         blocks, rate = self._blocks(audio, sample_rate)
-        segment = SEGMENT_SECONDS * SAMPLE_RATE_HZ
-        frame = 2 * self.frontend.params.hop_samples  # 320 samples, 20 ms: a multiple of it is 30 s
-        pending, previous, emitted = np.zeros(0), None, 0
-        for mono in _resampled_mono(blocks, rate):
-            pending = np.concatenate([pending, mono])
-            while len(pending) >= segment:
-                previous, pending = pending[:segment], pending[segment:]
-                yield emitted / SAMPLE_RATE_HZ, previous
-                emitted += segment
-        if len(pending) and previous is not None:
-            # Never a stub segment: the last one takes the final 30 s, overlapping the one before,
-            # less up to 20 ms so that it starts on the frame grid (rounded up: never over 30 s).
-            start = -(-(emitted + len(pending) - segment) // frame) * frame
-            tail = np.concatenate([previous, pending])[start - (emitted - segment):]
-            yield start / SAMPLE_RATE_HZ, tail
-        elif len(pending) or previous is None:
-            if not len(pending):
-                raise InvalidAudioError("the audio is empty; pass at least 32 ms of sound.")
-            yield 0.0, pending
+        grid = 2 * self.frontend.params.hop_samples  # 320 samples, 20 ms: one acoustic frame
+        for start, mono in split_segments(_resampled_mono(blocks, rate), self.segment_samples, grid):
+            yield start / SAMPLE_RATE_HZ, mono
 
     def _run(self, mono: np.ndarray) -> tuple[ClipOutputs, float]:
         started = time.perf_counter()
@@ -270,11 +278,6 @@ class HearEdge:
         features = self.frontend.features_from_log(*self.frontend.log_features(mono - mono.mean()))
         frontend_ms = 1000 * (time.perf_counter() - started)
         return self.engine.run(*features), frontend_ms
-
-    def _result(self, outputs: ClipOutputs, start_s: float, end_s: float, keep, timings) -> ClassificationResult:
-        scores = softmax(outputs.logits)
-        return ClassificationResult(keep(scores, outputs.logits), scores, outputs.logits.astype(np.float32),
-                                    self.labels, start_s, end_s, timings)
 
     def classify(self, audio, sample_rate: int | None = None, max_results: int | None = 5,
                  score_threshold: float | None = None, allowlist=None, denylist=None) -> ClassificationResult:
@@ -292,8 +295,9 @@ class HearEdge:
             allowlist, denylist: labels to keep, or to drop (not both).
 
         Returns:
-            A ClassificationResult. Clips over 30 s are classified in consecutive 30 s segments
-            (the last one ends at the clip's end and overlaps its predecessor); each segment's
+            A ClassificationResult. Clips over one segment (`segment_samples`, read from the
+            bundle's max_task_frames: 30 s for the official model) are classified in consecutive
+            segments (the last one ends at the clip's end and overlaps its predecessor); each segment's
             result is in `segments`, and the clip's scores and logits are their means.
 
         Raises:
@@ -309,7 +313,8 @@ class HearEdge:
             timings = {"frontend_ms": frontend_ms, **outputs.timings_ms}
             for key, value in timings.items():
                 totals[key] += value
-            segments.append(self._result(outputs, start_s, start_s + len(mono) / SAMPLE_RATE_HZ, keep, timings))
+            segments.append(build_result(outputs, self.labels, start_s, start_s + len(mono) / SAMPLE_RATE_HZ, keep,
+                                         timings))
         totals["total_ms"] = 1000 * (time.perf_counter() - started)
         if len(segments) == 1:
             segments[0].timings_ms = totals
@@ -322,7 +327,8 @@ class HearEdge:
     def embed(self, audio, sample_rate: int | None = None) -> Embeddings:
         """Scene embedding and timestamped frame embeddings (50 a second, centred at 20 ms * i + 5 ms).
 
-        Over 30 s the scene embedding is the mean over 30 s segments, and frames are taken from
+        Over one segment (`segment_samples`, 30 s for the official model) the scene embedding is
+        the mean over the segments, and frames are taken from
         each segment in turn without repeating the overlapped ones.
         """
         hop = self.frontend.params.hop_samples
@@ -351,7 +357,8 @@ class HearEdge:
                 (`manifest.stream_defaults`: a quarter of the context, at most 1 s).
             context_seconds: audio each result classifies, ending at the result's time; None
                 takes the bundle's default: the clip length its head was trained on (6 s for
-                bundles that do not record it). Both are multiples of 10 ms in 0.05-30 s.
+                bundles that do not record it). Both are multiples of 10 ms from 0.05 s to one
+                segment (`segment_samples`: 30 s for the official model).
             max_results, score_threshold, allowlist, denylist: as for `classify`.
         """
         from .streaming import ClassificationStream

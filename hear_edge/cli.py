@@ -196,7 +196,8 @@ def _info(args: argparse.Namespace) -> int:
     manifest = read_manifest(bundle)
     if args.json:
         print(json.dumps({"bundle": str(bundle), **manifest.to_dict(),
-                          "parity_gate_passed": bool(manifest.parity.get("passed"))}, indent=2))
+                          "parity_gate_passed": bool(manifest.parity.get("passed")),
+                          "segment_seconds": manifest.segment_samples / manifest.sample_rate_hz}, indent=2))
         return 0
     print(f"{manifest.model_name} version {manifest.model_version} ({bundle})")
     if manifest.description:
@@ -204,7 +205,8 @@ def _info(args: argparse.Namespace) -> int:
     print(f"labels ({len(manifest.labels)}): {', '.join(manifest.labels)}")
     print(f"input: {manifest.sample_rate_hz} Hz; windows of {manifest.window_frames} frames "
           f"({manifest.window_frames / 50:g} s), overlap {manifest.overlap_frames}; "
-          f"clips over {manifest.max_task_frames / 50:g} s are segmented")
+          f"classify cuts clips over {manifest.segment_samples / manifest.sample_rate_hz:g} s into segments of "
+          f"that length (the Task Model's {manifest.max_task_frames} frames)")
     stream, trained = manifest.stream_defaults, manifest.streaming.get("clip_seconds")
     print(f"stream defaults: context {stream['context_seconds']:g} s, hop {stream['hop_seconds']:g} s"
           + (f" (head trained on {trained:g} s clips)" if trained else ""))

@@ -20,7 +20,7 @@ from .audio import AUDIO_SUFFIXES, load_input
 from .config import HearConfig
 from .errors import HearEdgeError, InvalidArgumentError
 from .frontend import mel_filterbank
-from .model import FRONTEND, HEAR, load_checkpoint
+from .model import FRONTEND, HEAR, _read_state_dict, is_acoustic_only, load_checkpoint
 
 logger = logging.getLogger("hear_edge")
 
@@ -249,11 +249,11 @@ def _initial_model(init, config, num_classes: int) -> HEAR:
             config = HearConfig.from_json(config) if isinstance(config, (str, Path)) else HearConfig.from_dict(config)
         config.classification_decoder.num_classes = num_classes
         return HEAR(config)
-    state = torch.load(init, map_location="cpu", weights_only=True) if isinstance(init, (str, Path)) else init
-    acoustic_only = not any(k.startswith("acoustic_model.") for k in state)
-    if acoustic_only:
-        return load_checkpoint(init, config, num_classes=num_classes)
-    model = load_checkpoint(init, config)
+    # Read once, as every checkpoint is read (typed errors; {"state_dict": ...} and module. prefixes).
+    state = _read_state_dict(init)
+    if is_acoustic_only(state):
+        return load_checkpoint(state, config, num_classes=num_classes)
+    model = load_checkpoint(state, config)
     if model.decoder.out.out_features != num_classes:
         # A fine-tuned head of another task: keep everything but the last layer.
         model.decoder.out = torch.nn.Linear(model.decoder.out.in_features, num_classes)
@@ -291,6 +291,10 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
     Returns:
         FinetuneResult with the written paths, per-epoch history and the best validation accuracy.
     """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(f"{name} must be an int >= 1, got {value!r}; with no epoch to train no "
+                                       f"checkpoint would be written. Pass e.g. {name}={10 if name == 'epochs' else 32}.")
     if speed_range is not None and not (len(speed_range) == 2 and 0 < speed_range[0] <= speed_range[1]):
         raise InvalidArgumentError(f"speed_range must be (slowest, fastest) playback factors with 0 < slowest "
                                    f"<= fastest, e.g. (0.8, 1.25); got {speed_range!r}.")

@@ -11,6 +11,7 @@ import math
 import re
 
 from .errors import BundleError
+from .segments import segment_samples
 
 MAX_WINDOW_FRAMES = 10_000
 # 10 minutes of acoustic frames; a bucket this long pads to 1 x 30000 x 1026 float32 (123 MB).
@@ -192,3 +193,6 @@ def validate_manifest(data, source: str = "manifest") -> None:
             check.fail("streaming", "both hop_seconds and context_seconds, or neither", streaming)
         if hop is not None and hop > context:
             check.fail("streaming.hop_seconds", f"at most context_seconds ({context})", hop)
+        longest = segment_samples(max_task, frontend["hop_samples"]) / frontend["sample_rate_hz"]
+        if context is not None and context > longest:
+            check.fail("streaming.context_seconds", f"at most one segment of max_task_frames ({longest:g} s)", context)

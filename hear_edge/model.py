@@ -425,6 +425,12 @@ def _read_state_dict(source) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def is_acoustic_only(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a state_dict read by `_read_state_dict` is the stage-2 acoustic-model file (bare
+    `AcousticModel` keys) rather than a full `HEAR.state_dict()`."""
+    return not any(k.startswith(_ACOUSTIC_PREFIX) for k in state)
+
+
 def _count_layers(state: Mapping[str, torch.Tensor], prefix: str) -> int:
     indices = {int(k[len(prefix):].split(".")[0]) for k in state if k.startswith(prefix)}
     return max(indices) + 1 if indices else 0
@@ -439,7 +445,7 @@ def _shape(state, key, dim=None):
 
 def infer_config(state: Mapping[str, torch.Tensor], num_classes: int | None = None) -> HearConfig:
     """Every size the tensors determine; official defaults for the rest (overlap, dropouts)."""
-    acoustic_only = not any(k.startswith(_ACOUSTIC_PREFIX) for k in state)
+    acoustic_only = is_acoustic_only(state)
     a = "" if acoustic_only else _ACOUSTIC_PREFIX
     layers = f"{a}contextual_encoder.layers."
     num_layers = _count_layers(state, layers)
@@ -524,7 +530,7 @@ def load_checkpoint(path, config=None, num_classes: int | None = None) -> HEAR:
         ConfigError: a config that is malformed or disagrees with `num_classes`.
     """
     state = _read_state_dict(path)
-    acoustic_only = not any(k.startswith(_ACOUSTIC_PREFIX) for k in state)
+    acoustic_only = is_acoustic_only(state)
     if config is None:
         config = infer_config(state, num_classes)
     else:

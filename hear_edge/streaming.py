@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from .audio import check_array, check_sample_rate
+from .classifier import build_result
 from .errors import AudioTooShortError, InvalidArgumentError, InvalidAudioError
 from .frontend import SAMPLE_RATE_HZ
 
@@ -37,10 +38,11 @@ def _to_samples(seconds, name: str, minimum_s: float, maximum_s: float) -> int:
     return hops * _HOP
 
 
-def check_stream_timing(hop_seconds, context_seconds) -> tuple[int, int]:
-    """(hop, context) in 16 kHz samples; InvalidArgumentError unless 10 ms multiples, 0.05-30 s, hop <= context."""
-    hop_samples = _to_samples(hop_seconds, "hop_seconds", 0.05, 30.0)
-    context_samples = _to_samples(context_seconds, "context_seconds", 0.05, 30.0)
+def check_stream_timing(hop_seconds, context_seconds, max_seconds: float) -> tuple[int, int]:
+    """(hop, context) in 16 kHz samples; InvalidArgumentError unless 10 ms multiples from 0.05 s to
+    `max_seconds` (one segment, `hear_edge.segments.segment_samples`: what the Task Model holds), hop <= context."""
+    hop_samples = _to_samples(hop_seconds, "hop_seconds", 0.05, max_seconds)
+    context_samples = _to_samples(context_seconds, "context_seconds", 0.05, max_seconds)
     if hop_samples > context_samples:
         raise InvalidArgumentError(f"hop_seconds ({hop_seconds}) must not exceed context_seconds ({context_seconds}): "
                                    f"audio between windows would never be classified.")
@@ -56,7 +58,8 @@ class ClassificationStream:
 
     def __init__(self, model, hop_seconds: float, context_seconds: float, keep):
         self.model = model
-        self.hop_samples, self.context_samples = check_stream_timing(hop_seconds, context_seconds)
+        self.hop_samples, self.context_samples = check_stream_timing(hop_seconds, context_seconds,
+                                                                     model.segment_samples / SAMPLE_RATE_HZ)
         self._keep = keep
         self._frontend = model.frontend
         self._lock = threading.Lock()
@@ -73,17 +76,20 @@ class ClassificationStream:
     def reset(self) -> None:
         """Forget all audio; the next chunk starts a new stream (and may use another sample rate)."""
         with self._lock:
-            self._rate = None
-            self._channels = None
-            self._resampler = None
-            self._buffer = np.zeros(4 * self.context_samples)  # mono float64 at 16 kHz ...
-            self._size = 0                                       # ... of which this much is filled,
-            self._offset = 0                                     # from this absolute sample on
-            self._received = 0
-            self._spectra = {}          # absolute frame index -> spectrum of the raw samples
-            self._next_frame = 2        # frames 0 and 1 reach before the stream's start
-            self._next_end = self.hop_samples
-            self._last_end = 0
+            self._reset()
+
+    def _reset(self) -> None:  # the caller holds self._lock
+        self._rate = None
+        self._channels = None
+        self._resampler = None
+        self._buffer = np.zeros(4 * self.context_samples)  # mono float64 at 16 kHz ...
+        self._size = 0                                       # ... of which this much is filled,
+        self._offset = 0                                     # from this absolute sample on
+        self._received = 0
+        self._spectra = {}          # absolute frame index -> spectrum of the raw samples
+        self._next_frame = 2        # frames 0 and 1 reach before the stream's start
+        self._next_end = self.hop_samples
+        self._last_end = 0
 
     def accept_waveform(self, samples: np.ndarray, sample_rate: int) -> list:
         """Add a chunk of any size; returns the results (ClassificationResult) that became ready.
@@ -123,7 +129,7 @@ class ClassificationStream:
             if end > self._last_end and end - start >= self._frontend.min_samples:
                 results.append(self._result(start, end))
             too_short = not results and self._last_end == 0 and 0 < end
-        self.reset()
+            self._reset()  # under the same lock: no chunk can land between the flush and the reset
         if too_short:
             raise AudioTooShortError(
                 f"the stream ended after {1000 * end / SAMPLE_RATE_HZ:.1f} ms of audio, too short for any result: "
@@ -202,5 +208,5 @@ class ClassificationStream:
         features = frontend.features_from_log(*frontend.log_features_from_spectra(spectra))
         frontend_ms = 1000 * (time.perf_counter() - started)
         outputs = self.model.engine.run(*features)
-        return self.model._result(outputs, start / SAMPLE_RATE_HZ, end / SAMPLE_RATE_HZ, self._keep,
-                                  {"frontend_ms": frontend_ms, **outputs.timings_ms})
+        return build_result(outputs, self.model.labels, start / SAMPLE_RATE_HZ, end / SAMPLE_RATE_HZ, self._keep,
+                            {"frontend_ms": frontend_ms, **outputs.timings_ms})

@@ -9,6 +9,18 @@ SHARED_GOLDEN = Path(os.environ.get("HEAR_EDGE_SHARED", REPO_ROOT.parent / "shar
 TINY_CASES = ["short_1s", "exact_window_6s", "just_over_6s", "clip_10s", "odd_17s", "stereo_8s"]
 
 
+# Fixtures that export a bundle or train a model (minutes on 2 cores): every test using one is
+# `slow`, so `pytest -m "not slow"` runs the fast half. Tests that export or train by themselves
+# carry @pytest.mark.slow.
+_EXPORTING_OR_TRAINING_FIXTURES = {"tiny_bundle", "full_bundle", "tone_model"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if _EXPORTING_OR_TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_golden() -> Path:
     return TINY_GOLDEN

@@ -9,7 +9,8 @@ torch = pytest.importorskip("torch")
 from conftest import TINY_GOLDEN  # noqa: E402
 from hear_edge import HearEdge  # noqa: E402
 from hear_edge.export import export_bundle  # noqa: E402
-from hear_edge.finetune import finetune, read_labelled_folders  # noqa: E402
+from hear_edge.errors import CheckpointError, InvalidArgumentError  # noqa: E402
+from hear_edge.finetune import _initial_model, finetune, read_labelled_folders  # noqa: E402
 from hear_edge.model import load_checkpoint  # noqa: E402
 
 
@@ -36,6 +37,7 @@ def tone_set(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_finetuning_a_tiny_config_learns_and_exports(tone_set, tmp_path):
     config = json.loads((TINY_GOLDEN / "config.json").read_text())
     output = tmp_path / "model.pt"
@@ -55,6 +57,7 @@ def test_finetuning_a_tiny_config_learns_and_exports(tone_set, tmp_path):
     assert runtime.classify(0.3 * np.sin(2 * np.pi * 300 * t), 16000).top.label == "low"
 
 
+@pytest.mark.slow
 def test_finetuning_is_deterministic_for_a_seed(tone_set, tmp_path):
     config = json.loads((TINY_GOLDEN / "config.json").read_text())
     runs = [finetune(tone_set, tmp_path / f"{i}.pt", config=config, epochs=1, batch_size=8, seed=3, device="cpu",
@@ -64,6 +67,7 @@ def test_finetuning_is_deterministic_for_a_seed(tone_set, tmp_path):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+@pytest.mark.slow
 def test_finetuning_from_an_acoustic_model_file_with_a_frozen_backbone(tone_set, tmp_path):
     before = torch.load(TINY_GOLDEN / "acoustic_model_state_dict.pt", weights_only=True)
     result = finetune(tone_set, tmp_path / "m.pt", init=TINY_GOLDEN / "acoustic_model_state_dict.pt",
@@ -98,6 +102,7 @@ def test_frequency_warp_moves_the_spectrum_from_f_to_f_times_factor():
     assert abs(mel_hz[moved] - 1.2 * mel_hz[peak]) < 0.05 * mel_hz[peak]
 
 
+@pytest.mark.slow
 def test_finetuning_with_frequency_warp_is_deterministic(tone_set, tmp_path):
     config = json.loads((TINY_GOLDEN / "config.json").read_text())
     runs = [finetune(tone_set, tmp_path / f"{i}.pt", config=config, epochs=1, batch_size=8, seed=5, device="cpu",
@@ -119,6 +124,7 @@ def test_finetune_refuses_a_frequency_warp_out_of_range(tone_set, tmp_path):
         finetune(tone_set, tmp_path / "m.pt", frequency_warp=0.7, device="cpu")
 
 
+@pytest.mark.slow
 def test_cli_finetune_takes_the_augmentations(tone_set, tmp_path, capsys):
     from hear_edge.cli import main
 
@@ -129,3 +135,33 @@ def test_cli_finetune_takes_the_augmentations(tone_set, tmp_path, capsys):
                    "--frequency-warp", "0.1"])
     assert status == 0 and "best epoch 1" in capsys.readouterr().out
     assert load_checkpoint(tmp_path / "m.pt", tmp_path / "m.config.json").decoder.out.out_features == 3
+
+
+@pytest.mark.parametrize("wrap", ["state_dict", "module."])
+def test_init_reads_wrapped_and_prefixed_checkpoints_as_full_models(tmp_path, wrap):
+    state = torch.load(TINY_GOLDEN / "state_dict.pt", map_location="cpu", weights_only=True)
+    saved = {"state_dict": state} if wrap == "state_dict" else {f"module.{k}": v for k, v in state.items()}
+    checkpoint = tmp_path / "wrapped.pt"
+    torch.save(saved, checkpoint)
+    # Taken as a full HEAR checkpoint (not an acoustic-only file): a 3-class head replaces the
+    # 5-class one, and every other weight is the checkpoint's.
+    model = _initial_model(checkpoint, None, num_classes=3)
+    assert model.decoder.out.out_features == 3
+    for key, value in model.state_dict().items():
+        if not key.startswith("decoder.out."):
+            torch.testing.assert_close(value, state[key], rtol=0, atol=0, msg=key)
+
+
+def test_init_refuses_a_checkpoint_that_would_run_code_with_a_typed_error(tmp_path):
+    checkpoint = tmp_path / "code.pt"
+    torch.save({"weights": torch.zeros(2), "extra": np.dtype("float32")}, checkpoint)  # not a plain state_dict
+    with pytest.raises(CheckpointError, match="holds objects other than tensors"):
+        _initial_model(checkpoint, None, num_classes=3)
+
+
+@pytest.mark.parametrize("epochs", [0, -1, 1.5])
+def test_finetune_refuses_epochs_below_one_before_any_work(tone_set, tmp_path, epochs):
+    output = tmp_path / "never.pt"
+    with pytest.raises(InvalidArgumentError, match="epochs must be an int >= 1"):
+        finetune(tone_set, output, epochs=epochs, device="cpu", progress=False)
+    assert not any(tmp_path.iterdir())

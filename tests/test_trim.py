@@ -71,6 +71,7 @@ def test_physically_trimmed_model_equals_the_masked_model_and_reloads_by_shape(t
     assert parameter_count(reloaded.acoustic_model) < parameter_count(model.acoustic_model)
 
 
+@pytest.mark.slow
 def test_exported_trimmed_graphs_match_the_masked_model_and_carry_smaller_matrices(tmp_path):
     onnx = pytest.importorskip("onnx")
     model, masks = _masked_tiny()
