@@ -29,12 +29,26 @@ PRECISIONS = ("fp32", "int8")
 FORMAT_BACKEND = {"onnx": "onnx", "tflite": "litert"}
 
 
+# How an ONNX TensorProto names an external-data file: StringStringEntryProto field 1 (tag 0x0a),
+# length 8, "location". Bundles embed their weights; a graph that points elsewhere would make
+# onnxruntime open a file outside the bundle.
+_ONNX_EXTERNAL_DATA_MARK = b"\x0a\x08location"
+
+
 def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
+    return _sha256_finding(path, b"")[0]
+
+
+def _sha256_finding(path: str | Path, find: bytes) -> tuple[str, bool]:
+    """(hex sha256 of a file, whether `find` occurs in it), in one pass of 1 MB blocks."""
+    digest, found, tail = hashlib.sha256(), False, b""
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+            if find and not found:
+                found = find in tail + block
+                tail = block[-len(find):]
+    return digest.hexdigest(), found
 
 
 def signature_name(role: str, frames: int) -> str:
@@ -261,8 +275,12 @@ def verify_graph(bundle_dir: Path, spec: GraphSpec) -> Path:
     if size != spec.bytes:
         raise BundleError(f"{path} is {size} bytes, the manifest says {spec.bytes}; the file was changed "
                           f"or damaged. Re-copy the bundle.")
-    actual = sha256_file(path)
+    actual, external = _sha256_finding(path, _ONNX_EXTERNAL_DATA_MARK if spec.format == "onnx" else b"")
     if actual != spec.sha256:
         raise BundleError(f"{path} fails its hash: sha256 {actual[:16]}..., the manifest says "
                           f"{spec.sha256[:16]}...; the file was changed or damaged. Re-copy the bundle.")
+    if external:
+        raise BundleError(f"{path} refers to external data files; hear-edge bundles carry their weights "
+                          f"inside each graph, and an external reference could name a file outside the "
+                          f"bundle. Re-export the bundle with `hear-edge export`.")
     return path

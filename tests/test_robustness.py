@@ -571,3 +571,27 @@ def test_fuzzed_inputs_give_a_result_or_a_typed_error():
     assert result.returncode == 0, result.stderr[-3000:]
     taken, refused = map(int, result.stdout.split())
     assert taken + refused == 2500 and taken > 100 and refused > 100, (taken, refused)
+
+
+def test_an_onnx_graph_that_points_at_external_data_is_refused(bundle, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    # An attacker who rewrites a graph and its manifest entry (hash, size, checksum) so that one
+    # initializer reads from a file outside the bundle: load must not let onnxruntime open it.
+    (tmp_path / "outside.bin").write_bytes(b"\0" * 4096)
+    path = bundle / "task.fp32.onnx"
+    model = onnx.load(str(path))
+    tensor = next(t for t in model.graph.initializer if t.raw_data)
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "../outside.bin"
+    tensor.ClearField("raw_data")
+    onnx.save(model, str(path))
+    data = json.loads((bundle / "manifest.json").read_text())
+    for graph in data["graphs"]:
+        if graph["file"] == "task.fp32.onnx":
+            graph["sha256"], graph["bytes"] = hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    (bundle / CHECKSUM_NAME).write_text(hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest() + "\n")
+    with pytest.raises(BundleError, match=r"task\.fp32\.onnx refers to external data files; .*Re-export"):
+        HearEdge.load(bundle, backend="onnx", precision="fp32")
