@@ -60,6 +60,8 @@ def _bundle_with_max_task_frames(tmp_path, frames: int):
     shutil.copytree(TINY, copy)
     data = json.loads((copy / "manifest.json").read_text())
     data["max_task_frames"] = frames
+    if data.get("streaming"):  # the default stream must fit one segment of the shorter Task Model
+        data["streaming"]["context_seconds"] = min(data["streaming"]["context_seconds"], frames / 50)
     raw = (json.dumps(data, indent=2) + "\n").encode()
     (copy / "manifest.json").write_bytes(raw)
     (copy / CHECKSUM_NAME).write_text(hashlib.sha256(raw).hexdigest() + "\n")
