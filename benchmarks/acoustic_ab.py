@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     sessions = {}
     for bundle, manifest in zip(args.bundles, manifests):
         frames = args.frames or manifest.window_frames
-        log_mel = rng.standard_normal((128, 2 * frames)).astype(np.float32)
+        log_mel = rng.standard_normal((manifest.frontend.num_mel_bins, 2 * frames)).astype(np.float32)
         for variant in variants:
             fmt, precision = variant.split("/")
             # The engine feeds each graph as it takes a length: free (exact frames) or a padded bucket.

@@ -29,11 +29,12 @@ TFLITE_WINDOW_BUCKETS = (50, 100, 150, 200, 250, 300)
 
 def _specs(model, role: str, fmt: str):
     acoustic = model.config.acoustic_model
+    mels = model.acoustic_model.feature_extractor.conv.in_channels  # the frontend's mel bins
     if role == "acoustic_window":
         if fmt == "onnx":
-            return ([TensorSpec("log_mel", [1, 128, "mel_frames"], "float32")],
+            return ([TensorSpec("log_mel", [1, mels, "mel_frames"], "float32")],
                     [TensorSpec("acoustic", [1, "frames", acoustic.hidden_size], "float32")])
-        return ([TensorSpec("log_mel", [1, 128, "2 * bucket"], "float32"),
+        return ([TensorSpec("log_mel", [1, mels, "2 * bucket"], "float32"),
                  TensorSpec("valid_frames", [1], "int32")],
                 [TensorSpec("acoustic", [1, "bucket", acoustic.hidden_size], "float32")])
     frames = "frames" if fmt == "onnx" else "bucket"

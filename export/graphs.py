@@ -106,7 +106,8 @@ class BucketedTaskGraph(TaskGraph):
 def window_example(model: HEAR, frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     frames = frames or model.acoustic_model.max_length
     generator = torch.Generator().manual_seed(0)
-    return (torch.randn(1, 128, 2 * frames, generator=generator), torch.tensor([frames], dtype=torch.int32))
+    mels = model.acoustic_model.feature_extractor.conv.in_channels
+    return (torch.randn(1, mels, 2 * frames, generator=generator), torch.tensor([frames], dtype=torch.int32))
 
 
 def task_example(model: HEAR, frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

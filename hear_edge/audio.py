@@ -217,13 +217,24 @@ def check_array(audio, what: str = "audio", allow_empty: bool = False) -> np.nda
     return audio if audio.ndim == 2 else audio[:, None]
 
 
+# One resampler for every path (whole arrays, file blocks, stream chunks), so that they agree.
+RESAMPLE_QUALITY = "HQ"
+
+
 def resample(audio: np.ndarray, rate_hz: int, target_hz: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """Band-limited (soxr, high quality) resampling of (samples, channels) float32."""
     if rate_hz == target_hz:
         return audio
     import soxr
 
-    return soxr.resample(audio, rate_hz, target_hz, quality="HQ").astype(np.float32, copy=False)
+    return soxr.resample(audio, rate_hz, target_hz, quality=RESAMPLE_QUALITY).astype(np.float32, copy=False)
+
+
+def mono_resampler(rate_hz: int, target_hz: int = SAMPLE_RATE_HZ):
+    """A streaming soxr resampler of mono float64, as `resample` filters (chunks give the same samples)."""
+    import soxr
+
+    return soxr.ResampleStream(rate_hz, target_hz, 1, dtype="float64", quality=RESAMPLE_QUALITY)
 
 
 def load_input(audio, sample_rate=None, what: str = "audio") -> np.ndarray:

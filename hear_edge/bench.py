@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import FORMAT_BACKEND, read_manifest
+from .bundle import read_manifest
+from .runtimes.base import BACKEND_FORMAT, FORMAT_BACKEND
 from .errors import HearEdgeError
 from .gates import cosine, verdict
 from .signals import synthetic_clip, synthetic_clips
@@ -303,7 +304,7 @@ def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=No
                "precision": args["precision"], "threads": args["threads"], "cold_start_s": result["cold_start_s"],
                "peak_rss_mb": result["peak_rss_mb"], "streaming": result["streaming"]}
         if args["kind"] == "runtime":
-            fmt = {"onnx": "onnx", "litert": "tflite"}[args["backend"]]
+            fmt = BACKEND_FORMAT[args["backend"]]
             row["bundle_mb"] = sizes.get((fmt, args["precision"]), 0) / 1e6
         row["parity"] = _parity(result["outputs"], reference, args["precision"])
         row["parity"]["reference"] = "pytorch, this run" if live else "stored in the bundle at export"

@@ -14,6 +14,7 @@ from typing import Any
 from .errors import BundleError
 from .frontend import FrontendParams
 from .manifest_check import validate_manifest
+from .runtimes.base import FORMAT_BACKEND
 from .segments import segment_samples
 
 logger = logging.getLogger("hear_edge")
@@ -24,9 +25,8 @@ READABLE_SCHEMA_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 CHECKSUM_NAME = MANIFEST_NAME + ".sha256"   # hex sha256 of manifest.json's bytes; from schema 2 on
 MAX_MANIFEST_BYTES = 10 << 20               # far above any real manifest; read before parsing
-FORMATS = ("onnx", "tflite")
+FORMATS = tuple(FORMAT_BACKEND)  # ("onnx", "tflite")
 PRECISIONS = ("fp32", "int8")
-FORMAT_BACKEND = {"onnx": "onnx", "tflite": "litert"}
 
 
 # How an ONNX TensorProto names an external-data file: StringStringEntryProto field 1 (tag 0x0a),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import READ_BLOCK_FRAMES, audio_blocks, check_array, check_sample_rate
+from .audio import READ_BLOCK_FRAMES, audio_blocks, check_array, check_sample_rate, mono_resampler
 from .bundle import Manifest, read_manifest
 from .errors import (AudioTooShortError, BackendUnavailableError, BundleError, InvalidArgumentError, InvalidAudioError,
                      LabelError)
@@ -172,13 +172,13 @@ class HearEdge:
             BackendUnavailableError: the chosen backend's package is not installed or fails to
                 import (with the import error and the remedy); int8 asked of tflite-runtime.
         """
-        from .runtimes.base import INT8_UNSUPPORTED, backend_problem, runtime_package, supports_int8
+        from .runtimes.base import BACKEND_FORMAT, INT8_UNSUPPORTED, backend_problem, runtime_package, supports_int8
 
         bundle_dir = default_bundle_path() if bundle is None else Path(bundle)
         # The chosen variant's two graphs are verified as InferenceEngine opens them; the others
         # are never read, so they are not hashed (`hear-edge info` verifies every graph).
         manifest = read_manifest(bundle_dir, verify_hashes=False)
-        formats = {"onnx": "onnx", "litert": "tflite"}
+        formats = BACKEND_FORMAT
         if backend not in ("auto", *formats):
             raise InvalidArgumentError(f"backend must be 'auto', 'onnx' or 'litert', got {backend!r}.")
         if precision not in ("auto", "fp32", "int8"):
@@ -376,12 +376,10 @@ def _resampled_mono(blocks: Iterator[np.ndarray], rate: int) -> Iterator[np.ndar
         for block in blocks:
             yield block.astype(np.float64).mean(axis=1)
         return
-    import soxr
-
     stream = None
     for block in blocks:
         if stream is None:
-            stream = soxr.ResampleStream(rate, SAMPLE_RATE_HZ, 1, dtype="float64", quality="HQ")
+            stream = mono_resampler(rate)
         out = stream.resample_chunk(block.astype(np.float64).mean(axis=1))
         if len(out):
             yield out

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .audio import check_array, check_sample_rate
+from .audio import check_array, check_sample_rate, mono_resampler
 from .classifier import build_result
 from .errors import AudioTooShortError, InvalidArgumentError, InvalidAudioError
 from .frontend import SAMPLE_RATE_HZ
@@ -107,10 +107,8 @@ class ClassificationStream:
             mono = self._mono(samples)
             self._rate = rate
             if rate != SAMPLE_RATE_HZ:
-                import soxr
-
                 if self._resampler is None:
-                    self._resampler = soxr.ResampleStream(rate, SAMPLE_RATE_HZ, 1, dtype="float64", quality="HQ")
+                    self._resampler = mono_resampler(rate)
                 mono = self._resampler.resample_chunk(mono)
             return self._push(mono)
 

@@ -19,6 +19,10 @@ _BACKENDS = {
     "onnx": ("onnx", "onnxruntime", "hear-edge[onnx]"),
     "litert": ("litert", "ai_edge_litert", "hear-edge[litert]"),
 }
+# The bundle graph format each backend runs, and back: the one map of them (a new backend is a
+# module here, an entry in these tables and its pip extra).
+BACKEND_FORMAT = {"onnx": "onnx", "litert": "tflite"}
+FORMAT_BACKEND = {fmt: backend for backend, fmt in BACKEND_FORMAT.items()}
 # The module each backend imports, in order of preference: LiteRT falls back to tflite-runtime,
 # all that 32-bit Pi OS, old systems and Chaquopy offer.
 _RUNTIME_MODULES = {

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import shutil
+from pathlib import Path
 import threading
 
 import numpy as np
@@ -51,8 +52,8 @@ def test_auto_precision_takes_int8_graphs_that_passed(tmp_path):
 
 def test_load_hashes_only_the_two_chosen_graphs_once(monkeypatch):
     hashed = []
-    real = bundle_module.sha256_file
-    monkeypatch.setattr(bundle_module, "sha256_file", lambda path: hashed.append(path.name) or real(path))
+    real = bundle_module._sha256_finding
+    monkeypatch.setattr(bundle_module, "_sha256_finding", lambda path, find: hashed.append(Path(path).name) or real(path, find))
     HearEdge.load(TINY, backend="onnx", precision="fp32")
     assert sorted(hashed) == ["acoustic_window.fp32.onnx", "task.fp32.onnx"]
 
