@@ -963,8 +963,9 @@ def render_word(engine: str, voice: str, word: str, seed: int = 0, n: int = 0, w
         if not rend.available(engine):
             return None, rend.failed.get(engine, "unavailable")
         (a,) = rend.render([job], progress=False)
-    if a is None:
-        return None, rend.failed.get(engine, "empty rendering")
+    if a is None:  # installed but failed: an error, not a skip
+        raise RuntimeError(f"{engine}:{voice} rendered nothing for {word!r}: "
+                           f"{rend.failed.get(engine, 'empty rendering')}")
     return _postprocess(a, job["params"]["warp"]), job["params"]
 
 
