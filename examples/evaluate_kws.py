@@ -86,6 +86,8 @@ def evaluate(bundle, data_dir, checkpoint=None, config=None, per_class: int | No
     for name, values in predictions.items():
         if name.endswith("int8"):
             fp32 = predictions.get(name.replace("int8", "fp32"))
+            if fp32 is None:  # a bundle that ships int8 only: agreement with the PyTorch fp32 model
+                fp32 = predictions.get("pytorch fp32")
             if fp32 is not None:
                 report.setdefault("int8_top1_agreement_with_fp32", {})[name] = float((values == fp32).mean())
     first = next(iter(predictions.values()))

@@ -14,9 +14,11 @@ from hear_edge.bundle import read_manifest
 from hear_edge.classifier import default_bundle_path
 
 HELDOUT = REPO_ROOT / "tests" / "data" / "kws_heldout"
-# MODEL_CARD.md: 71.7 % on this fixed subset (120 clips, 10 per label, voices and noises never
-# heard in training). The margin (4 clips) allows for other CPUs and runtime versions.
-CARD_SUBSET_ACCURACY = 0.717
+HELDOUT_NATURAL = REPO_ROOT / "tests" / "data" / "kws_heldout_natural"
+# MODEL_CARD.md (0.3, ONNX int8): 81.7 % on the first fixed subset (120 clips, 10 per label, voices
+# and noises never heard in training), 80.0 % on the second (120 clips of held-out natural voices:
+# Kokoro and RHVoice bdl). The margin (4 clips) allows for other CPUs and runtime versions.
+CARD_SUBSET_ACCURACY = {HELDOUT: 0.817, HELDOUT_NATURAL: 0.800}
 MARGIN = 0.034
 
 
@@ -32,8 +34,9 @@ def test_the_default_bundle_is_the_keyword_demo_and_verifies(default_model):
     assert manifest.labels == ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go",
                                "_unknown_", "_silence_"]
     assert (default_model.backend, default_model.precision) == ("onnx", "int8")
+    assert manifest.variants() == [("onnx", "int8"), ("tflite", "int8")]  # both backends run it
     total_mb = sum(g.bytes for g in manifest.graphs) / 1e6
-    assert total_mb < 20, total_mb
+    assert total_mb < 50, total_mb  # the wheel's budget for the default model
 
 
 def test_the_default_bundle_passed_its_int8_gate_on_real_audio():
@@ -56,15 +59,17 @@ def test_default_bundle_reproduces_its_stored_reference_outputs(default_model):
         assert np.abs(logits - reference).max() < 0.5, name  # int8 against the fp32 PyTorch reference
 
 
-def test_accuracy_on_the_fixed_heldout_subset(default_model):
-    labels = default_model.labels
+@pytest.mark.parametrize("subset", [HELDOUT, HELDOUT_NATURAL], ids=["heldout", "heldout_natural"])
+@pytest.mark.parametrize("backend", ["onnx", "litert"])
+def test_accuracy_on_the_fixed_heldout_subsets(subset, backend):
+    model = HearEdge.load(backend=backend)
     correct = total = 0
-    for index, label in enumerate(labels):
-        for path in sorted((HELDOUT / label).glob("*.flac")):
-            correct += default_model.classify(load_input(path)[0], 16000).top.index == index
+    for index, label in enumerate(model.labels):
+        for path in sorted((subset / label).glob("*.flac")):
+            correct += model.classify(load_input(path)[0], 16000).top.index == index
             total += 1
     assert total == 120
-    assert correct / total >= CARD_SUBSET_ACCURACY - MARGIN, correct / total
+    assert correct / total >= CARD_SUBSET_ACCURACY[subset] - MARGIN, correct / total
 
 
 @pytest.mark.parametrize("word", ["yes", "stop", "go", "left"])
