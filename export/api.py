@@ -60,7 +60,15 @@ def _streaming(model, checkpoint, clip_seconds, context_seconds, hop_seconds) ->
     if clip_seconds is None and isinstance(checkpoint, (str, Path)):
         training = Path(checkpoint).with_suffix(".training.json")
         if training.is_file():
-            clip_seconds = json.loads(training.read_text()).get("clip_seconds")
+            try:
+                clip_seconds = json.loads(training.read_text()).get("clip_seconds")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+                raise ConfigError(f"{training} is not the JSON object finetune writes ({error}); fix or delete "
+                                  f"it, or pass clip_seconds (--clip-seconds).") from None
+    if clip_seconds is not None and (isinstance(clip_seconds, bool) or not isinstance(clip_seconds, (int, float))
+                                     or not 0 < clip_seconds <= 3600):
+        raise ConfigError(f"clip_seconds must be the training clip length in seconds (0-3600], got "
+                          f"{clip_seconds!r}; pass --clip-seconds or fix the checkpoint's .training.json.")
     hop = FrontendParams().hop_samples
     window_seconds = model.acoustic_model.max_length * 2 * hop / 16000
     settings = stream_settings(clip_seconds, window_seconds)

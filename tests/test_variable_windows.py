@@ -148,3 +148,20 @@ def test_export_reads_the_training_clip_length_that_finetune_writes(tmp_path):
 
     with pytest.raises(InvalidArgumentError, match="must not exceed context_seconds"):
         _streaming(model, checkpoint, None, 1.0, 2.0)
+
+
+def test_a_bad_training_clip_length_is_a_config_error(tmp_path):
+    pytest.importorskip("torch")
+    from hear_edge.errors import ConfigError
+    from hear_edge.export.api import _streaming
+    from hear_edge.model import load_checkpoint
+
+    checkpoint = tmp_path / "tuned.pt"
+    shutil.copy(TINY_GOLDEN / "state_dict.pt", checkpoint)
+    model = load_checkpoint(checkpoint)
+    checkpoint.with_suffix(".training.json").write_text("{broken")
+    with pytest.raises(ConfigError, match=r"tuned\.training\.json is not the JSON object finetune writes"):
+        _streaming(model, checkpoint, None, None, None)
+    checkpoint.with_suffix(".training.json").write_text(json.dumps({"clip_seconds": "1"}))
+    with pytest.raises(ConfigError, match=r"clip_seconds must be the training clip length in seconds .*got '1'"):
+        _streaming(model, checkpoint, None, None, None)
