@@ -482,6 +482,7 @@ def test_bad_options_are_typed_errors_before_any_inference(model, options, error
 
 @pytest.fixture(scope="module")
 def api():
+    pytest.importorskip("torch", reason="the HEAR API's load_model returns a torch.nn.Module")
     return hear_api.load_model(str(TINY), backend="onnx", precision="fp32")
 
 
