@@ -61,23 +61,22 @@ def test_installed_but_failing_backend_reports_the_import_error_and_the_remedy(b
     assert "_ARRAY_API" not in capsys.readouterr().err  # said once, in the error, not dumped on stderr
 
 
-def test_an_import_error_that_names_numpy_gets_the_numpy_remedy(monkeypatch):
+def _onnx_problem_when_its_import_raises(monkeypatch, error: Exception) -> str:
     pytest.importorskip("onnxruntime")
     for name in [m for m in sys.modules if m == "onnxruntime" or m.startswith("onnxruntime.")]:
         monkeypatch.delitem(sys.modules, name)
-    error = AttributeError("_ARRAY_API not found")
     monkeypatch.setattr(sys, "meta_path", [_FailsToImport("onnxruntime", error), *sys.meta_path])
-    problem = base.backend_problem("onnx")
+    return base.backend_problem("onnx")
+
+
+def test_an_import_error_that_names_numpy_gets_the_numpy_remedy(monkeypatch):
+    problem = _onnx_problem_when_its_import_raises(monkeypatch, AttributeError("_ARRAY_API not found"))
     assert "fails to import (AttributeError: _ARRAY_API not found)" in problem and "numpy<2" in problem
 
 
 def test_failing_import_without_numpy_in_it_gets_the_reinstall_remedy(monkeypatch):
-    pytest.importorskip("onnxruntime")
-    for name in [m for m in sys.modules if m == "onnxruntime" or m.startswith("onnxruntime.")]:
-        monkeypatch.delitem(sys.modules, name)
-    error = ImportError("libonnxruntime.so.1: cannot open shared object file")
-    monkeypatch.setattr(sys, "meta_path", [_FailsToImport("onnxruntime", error), *sys.meta_path])
-    problem = base.backend_problem("onnx")
+    problem = _onnx_problem_when_its_import_raises(
+        monkeypatch, ImportError("libonnxruntime.so.1: cannot open shared object file"))
     assert "ImportError: libonnxruntime.so.1: cannot open shared object file" in problem
     assert "pip install --force-reinstall onnxruntime" in problem
 

@@ -3,7 +3,6 @@ family, and never a voice reserved for the external evaluation. Engines that are
 skipped with the reason, never passed."""
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "examples" / "kws"))
 import kws  # noqa: E402
+from test_kws_data import _espeak_phonemes  # noqa: E402  (one pronunciation helper for both tests)
 
 def _kokoro_cache(tmp_path_factory):
     """KWS_KOKORO_CACHE reuses an assembled Kokoro (model + voice packs); else a fresh one."""
@@ -127,11 +127,6 @@ def test_no_reserved_evaluation_voice_is_ever_used():
         kws._Renderer(Path("/nonexistent"), 1).render(
             [dict(engine="espeak", voice="mb-us1", speaker="espeak:mb-us1", word="yes", n=0,
                   params=dict(accent="en-us", wpm=175, pitch=50, warp=1.0))], progress=False)
-
-
-def _espeak_phonemes(word: str, accent: str) -> str:
-    return subprocess.run(["espeak-ng", "-q", "-x", "-v", accent, word], capture_output=True, text=True,
-                          check=True).stdout.strip()
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
