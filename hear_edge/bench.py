@@ -228,22 +228,16 @@ def _parity(outputs: dict, reference: dict, precision: str) -> dict:
 
 
 def machine_info() -> dict:
-    from .host import host_cpu
+    from .host import cpu_model_and_flags, host_cpu
 
     info = {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
             "cores": os.cpu_count(), "host": host_cpu()}
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        for key in ("model name", "Features", "flags"):
-            for line in cpuinfo.splitlines():
-                if line.startswith(key):
-                    value = line.split(":", 1)[1].strip()
-                    info["cpu" if key == "model name" else "cpu_flags"] = value if key == "model name" else " ".join(
-                        f for f in value.split() if f.startswith(("avx", "fma", "sse4", "neon", "asimd", "sve", "i8mm",
-                                                                  "dotprod", "vnni", "amx")))
-                    break
-    except OSError:
-        pass
+    model, flags = cpu_model_and_flags()
+    if model:
+        info["cpu"] = model
+    if flags:
+        info["cpu_flags"] = " ".join(f for f in flags if f.startswith(
+            ("avx", "fma", "sse4", "neon", "asimd", "sve", "i8mm", "dotprod", "vnni", "amx")))
     import importlib.metadata
     for package in ("numpy", "onnxruntime", "ai-edge-litert", "torch", "hear-edge"):
         try:

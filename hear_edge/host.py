@@ -14,21 +14,27 @@ _INT8_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", 
 
 
 @lru_cache(maxsize=1)
-def host_cpu() -> dict:
-    """{"machine", "model", "flags"} of this host; flags limited to the ones int8 kernels care about."""
-    model, flags = platform.processor() or "", set()
+def cpu_model_and_flags() -> tuple[str, tuple[str, ...]]:
+    """(CPU model name, every feature flag) of the first CPU in /proc/cpuinfo (x86 `flags`, ARM
+    `Features`); elsewhere what `platform` knows and no flags."""
+    model, flags = "", ()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             key = key.strip().lower()
             if key in ("model name", "cpu model") and not model:
                 model = value.strip()
-            elif key in ("flags", "features"):
-                flags |= set(value.split())
-    except OSError:  # not Linux: the machine name is what we can tell
+            elif key in ("flags", "features") and not flags:
+                flags = tuple(value.split())
+    except OSError:  # not Linux
         pass
-    return {"machine": platform.machine(), "model": model,
-            "flags": [f for f in _INT8_FLAGS if f in flags]}
+    return model or platform.processor(), flags
+
+
+def host_cpu() -> dict:
+    """{"machine", "model", "flags"} of this host; flags limited to the ones int8 kernels care about."""
+    model, flags = cpu_model_and_flags()
+    return {"machine": platform.machine(), "model": model, "flags": [f for f in _INT8_FLAGS if f in flags]}
 
 
 def release_freed_heap() -> None:
