@@ -94,10 +94,11 @@ def recover(bundle: Path) -> tuple[dict[str, torch.Tensor], HearConfig]:
     for key in state:  # float tensors the exporter kept under their own names
         if key.startswith(prefix) and key in values:
             put(key, values[key])
-    put("acoustic_model.feature_extractor.conv.weight", _scope(found, r"^/feature_extractor/conv/"))
+    if "acoustic_model.feature_extractor.conv.weight" not in loaded:  # schema 2 keeps it float, by name
+        put("acoustic_model.feature_extractor.conv.weight", _scope(found, r"^/feature_extractor/conv/"))
     max_length = config.acoustic_model.max_length
     for layer in range(config.acoustic_model.num_transformer_layers):
-        scope = f"/contextual_encoder/layers.{layer}/"
+        scope = f"(/contextual_encoder)?/layers.{layer}/"  # schema 1 graphs have the outer scope
         key = f"{prefix}contextual_encoder.layers.{layer}."
         for linear in ("linear_q", "linear_k", "linear_v", "linear_out"):
             put(f"{key}self_attn.{linear}.weight", _scope(found, f"^{scope}self_attn/{linear}/").T)
@@ -105,6 +106,8 @@ def recover(bundle: Path) -> tuple[dict[str, torch.Tensor], HearConfig]:
             put(f"{key}ffn.{dense}.weight", _scope(found, f"^{scope}ffn/{dense}/").T)
         # The static graph baked the relative-position tables for distances -(T-1)..T-1: rows
         # 1..2T-1 of the 2T-row embedding; row 0 (distance -T) is never read, left at zero.
+        if f"{key}self_attn.relative_position_k.positional_embedding.weight" in loaded:
+            continue  # schema 2 graphs keep the whole tables, by name
         table_k = _scope(found, f"^{scope}self_attn/MatMul_quant$").T     # (2T-1, head)
         table_v = _scope(found, f"^{scope}self_attn/MatMul_2_quant$")     # (2T-1, head)
         for name, table in (("relative_position_k", table_k), ("relative_position_v", table_v)):

@@ -13,7 +13,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from hear_edge.bundle import FORMATS, PRECISIONS, Manifest, sha256_file, stream_settings
+from hear_edge.bundle import (FORMATS, PRECISIONS, Manifest, default_background_labels, sha256_file,
+                              stream_settings)
 from hear_edge.errors import ConfigError, HearEdgeError, LabelError
 from hear_edge.frontend import FrontendParams
 from hear_edge.host import host_cpu
@@ -81,6 +82,21 @@ def _streaming(model, checkpoint, clip_seconds, context_seconds, hop_seconds) ->
     return settings
 
 
+def _detection_settings(labels: list[str], threshold, background_labels) -> dict:
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not 0.0 <= threshold <= 1.0):
+        raise ConfigError(f"stream_score_threshold must be a probability in [0, 1] or None, got {threshold!r}.")
+    if background_labels is None:
+        background_labels = default_background_labels(labels)
+    elif isinstance(background_labels, str) or not all(label in labels for label in background_labels):
+        raise LabelError(f"background_labels must be a list of the model's labels {labels}, got "
+                         f"{background_labels!r}.")
+    settings = {"background_labels": list(dict.fromkeys(background_labels))}
+    if threshold is not None:
+        settings["score_threshold"] = float(threshold)
+    return settings
+
+
 def _versions() -> dict[str, str]:
     versions = {}
     for package in ("hear-edge", "torch", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert",
@@ -95,7 +111,8 @@ def _versions() -> dict[str, str]:
 def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, precisions=PRECISIONS,
                   calibration=None, name: str | None = None, version: str = "1", description: str = "",
                   force: bool = False, overwrite: bool = False, clip_seconds: float | None = None,
-                  stream_context_seconds: float | None = None, stream_hop_seconds: float | None = None) -> Manifest:
+                  stream_context_seconds: float | None = None, stream_hop_seconds: float | None = None,
+                  stream_score_threshold: float | None = None, background_labels=None) -> Manifest:
     """Export a HEAR checkpoint into a self-describing, parity-checked bundle.
 
     Args:
@@ -114,6 +131,10 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
             checkpoint's `.training.json` (fine-tuning writes it), else it stays unknown.
         stream_context_seconds, stream_hop_seconds: the stream a user gets by default; None
             derives them from `clip_seconds` (`hear_edge.bundle.stream_settings`).
+        stream_score_threshold: the detection threshold streams take by default (measure it on a
+            held-out stream: `examples/evaluate_stream.py`); None records none.
+        background_labels: labels that are never detections; None takes
+            `hear_edge.bundle.default_background_labels` (`_unknown_`, `_silence_`, ...).
 
     Returns:
         The manifest written to `out/manifest.json`, with the parity figures measured.
@@ -149,6 +170,7 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
         raise LabelError(f"{len(labels)} labels given but the checkpoint's head has {num_classes} classes; "
                          f"give exactly one label per class, in the head's order.")
     streaming = _streaming(model, checkpoint, clip_seconds, stream_context_seconds, stream_hop_seconds)
+    streaming.update(_detection_settings(labels, stream_score_threshold, background_labels))
     longest = segment_samples(model.config.task_model.max_length, frontend.hop_samples)
     clips = synthetic_clips() + (real_clips(calibration, longest, limit=64) if calibration is not None else [])
 

@@ -109,7 +109,9 @@ class Manifest:
     parity: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     # How to stream this model: {"clip_seconds": the length the head was trained on (None if
-    # unknown), "context_seconds", "hop_seconds"}; empty in bundles older than schema 2.
+    # unknown), "context_seconds", "hop_seconds", optionally "score_threshold" (the recommended
+    # detection threshold, measured on a held-out stream) and "background_labels" (labels that are
+    # never detections)}; empty in bundles older than schema 2.
     streaming: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
@@ -136,6 +138,18 @@ class Manifest:
         """The context and hop a stream takes when not told (older bundles: one window, 1 s hop)."""
         settings = self.streaming or stream_settings(None, self.window_seconds)
         return {"context_seconds": float(settings["context_seconds"]), "hop_seconds": float(settings["hop_seconds"])}
+
+    @property
+    def stream_score_threshold(self) -> float | None:
+        """The detection threshold the bundle recommends for streams (None: it recommends none)."""
+        threshold = self.streaming.get("score_threshold")
+        return None if threshold is None else float(threshold)
+
+    @property
+    def background_labels(self) -> list[str]:
+        """Labels a stream never reports as detections: the manifest's list, else `default_background_labels`."""
+        recorded = self.streaming.get("background_labels")
+        return list(recorded) if recorded is not None else default_background_labels(self.labels)
 
     def graph(self, role: str, fmt: str, precision: str) -> GraphSpec | None:
         for spec in self.graphs:
@@ -178,6 +192,12 @@ class Manifest:
         path.write_bytes(data)
         (Path(bundle_dir) / CHECKSUM_NAME).write_text(hashlib.sha256(data).hexdigest() + "\n")
         return path
+
+
+def default_background_labels(labels: list[str]) -> list[str]:
+    """The labels named like Speech Commands' `_unknown_` and `_silence_` (between underscores):
+    what a keyword spotter hears when no keyword is said."""
+    return [label for label in labels if len(label) > 2 and label.startswith("_") and label.endswith("_")]
 
 
 def stream_settings(clip_seconds: float | None, window_seconds: float) -> dict[str, Any]:

@@ -50,6 +50,9 @@ class ClassificationResult:
     end_s: float
     timings_ms: dict[str, float] = field(default_factory=dict)
     segments: list["ClassificationResult"] = field(default_factory=list)
+    # Streams only: the category this result detects, when it starts a detection (see
+    # `ClassificationStream`); None for every other result and always None from classify.
+    detection: Category | None = None
 
     @property
     def duration_s(self) -> float:
@@ -348,7 +351,7 @@ class HearEdge:
                           times)
 
     def create_stream(self, hop_seconds: float | None = None, context_seconds: float | None = None,
-                      max_results: int | None = 5, score_threshold: float | None = None, allowlist=None,
+                      max_results: int | None = 5, score_threshold: float | str | None = "auto", allowlist=None,
                       denylist=None):
         """A new stream over this model; see `ClassificationStream`. One model serves many streams.
 
@@ -359,10 +362,16 @@ class HearEdge:
                 takes the bundle's default: the clip length its head was trained on (6 s for
                 bundles that do not record it). Both are multiples of 10 ms from 0.05 s to one
                 segment (`segment_samples`: 30 s for the official model).
-            max_results, score_threshold, allowlist, denylist: as for `classify`.
+            score_threshold: a result's categories below it are dropped and it sets which results
+                are detections (`ClassificationResult.detection`). "auto" takes the bundle's
+                recommended threshold (`manifest.stream_score_threshold`, measured on a held-out
+                stream), or None where it has none; None keeps every score and detects any score.
+            max_results, allowlist, denylist: as for `classify`.
         """
         from .streaming import ClassificationStream
 
+        if isinstance(score_threshold, str) and score_threshold == "auto":  # other values: _ResultFilter checks
+            score_threshold = self.manifest.stream_score_threshold
         defaults = self.manifest.stream_defaults
         return ClassificationStream(self, defaults["hop_seconds"] if hop_seconds is None else hop_seconds,
                                     defaults["context_seconds"] if context_seconds is None else context_seconds,

@@ -42,7 +42,9 @@ def _export(args: argparse.Namespace) -> int:
                              calibration=args.calibration, name=args.name, version=args.model_version,
                              description=args.description,
                              force=args.force, overwrite=args.overwrite, clip_seconds=args.clip_seconds,
-                             stream_context_seconds=args.stream_context, stream_hop_seconds=args.stream_hop)
+                             stream_context_seconds=args.stream_context, stream_hop_seconds=args.stream_hop,
+                             stream_score_threshold=args.stream_threshold,
+                             background_labels=args.background_label)
     print(parity_table(manifest))
     print(f"wrote {args.output}" + ("" if manifest.parity["passed"] else " (FAILED its parity gate: --force)"))
     return 0
@@ -70,6 +72,8 @@ def _result_dict(result) -> dict:
             "categories": [{"label": c.label, "score": round(c.score, 6)} for c in result.categories]}
     if result.segments:
         data["segments"] = [_result_dict(s) for s in result.segments]
+    if result.detection is not None:
+        data["detection"] = {"label": result.detection.label, "score": round(result.detection.score, 6)}
     return data
 
 
@@ -129,14 +133,26 @@ def _stream(args: argparse.Namespace) -> int:
     import time
 
     model = _load_model(args)
-    stream = model.create_stream(hop_seconds=args.hop, context_seconds=args.context, max_results=args.top_k)
+    threshold = "auto" if args.threshold is None else args.threshold
+    stream = model.create_stream(hop_seconds=args.hop, context_seconds=args.context, max_results=args.top_k,
+                                 score_threshold=None if args.all and args.threshold is None else threshold)
+    if not args.all:
+        chosen = stream.score_threshold
+        logging.getLogger("hear_edge").info(
+            "printing detections (best label not %s%s); --all prints every result",
+            ", ".join(model.manifest.background_labels) or "a background label",
+            f", score >= {chosen:g}" if chosen is not None else "")
 
     def show(results):
         for r in results:
+            if not args.all and r.detection is None:
+                continue
             if args.json:
                 print(json.dumps(_result_dict(r)), flush=True)
-            else:
+            elif args.all:
                 print(f"{r.start_s:7.2f}-{r.end_s:7.2f} s: {_categories_text(r)}", flush=True)
+            else:
+                print(f"{r.start_s:7.2f}-{r.end_s:7.2f} s: {r.detection.label} {r.detection.score:.3f}", flush=True)
 
     if args.mic:
         try:
@@ -210,6 +226,9 @@ def _info(args: argparse.Namespace) -> int:
     stream, trained = manifest.stream_defaults, manifest.streaming.get("clip_seconds")
     print(f"stream defaults: context {stream['context_seconds']:g} s, hop {stream['hop_seconds']:g} s"
           + (f" (head trained on {trained:g} s clips)" if trained else ""))
+    threshold = manifest.stream_score_threshold
+    print(f"stream detections: best label not in {manifest.background_labels}, "
+          + (f"score >= {threshold:g} (recommended)" if threshold is not None else "no recommended threshold"))
     print("| graph | format | precision | size MB | sha256 |")
     print("|---|---|---|---|---|")
     for g in manifest.graphs:
@@ -349,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the clip length, at most one 6 s window)")
     export.add_argument("--stream-hop", type=float, help="default stream hop in seconds (default: a quarter "
                         "of the context, at most 1 s)")
+    export.add_argument("--stream-threshold", type=float, help="recommended stream detection threshold, "
+                        "measured on a held-out stream (default: none)")
+    export.add_argument("--background-label", action="append", help="a label streams never report as a "
+                        "detection; repeat for several (default: the labels between underscores, e.g. _unknown_)")
     export.add_argument("--force", action="store_true", help="write a bundle that misses its parity gate, "
                                                              "marked as failed")
     export.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -414,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "see `hear-edge info`)")
     stream.add_argument("--context", type=float, help="seconds each result covers (default: the bundle's, "
                                                       "the clip length its head was trained on)")
+    stream.add_argument("--threshold", type=float, help="detection score threshold (default: the bundle's "
+                        "recommended one; with --all, none)")
+    stream.add_argument("--all", action="store_true", help="print every result, not only detections")
     stream.add_argument("--realtime", action="store_true", help="feed the file at its real-time pace")
     stream.add_argument("--mic", action="store_true", help="listen to the default microphone (sounddevice)")
     stream.add_argument("--json", action="store_true", help="one JSON object per result")

@@ -33,7 +33,7 @@ _FRONTEND_KEYS = ("sample_rate_hz", "n_fft", "window_samples", "hop_samples", "n
 _GRAPH_REQUIRED = ("role", "format", "precision", "file", "sha256", "bytes", "inputs", "outputs")
 _GRAPH_OPTIONAL = ("frame_buckets",)
 _TENSOR_KEYS = ("name", "shape", "dtype")
-_STREAMING_KEYS = ("clip_seconds", "context_seconds", "hop_seconds", "score_threshold")
+_STREAMING_KEYS = ("clip_seconds", "context_seconds", "hop_seconds", "score_threshold", "background_labels")
 
 
 class _Checker:
@@ -186,6 +186,10 @@ def validate_manifest(data, source: str = "manifest") -> None:
                 continue
             if key == "score_threshold":
                 check.number(value, f"streaming.{key}", 0.0, 1.0)
+            elif key == "background_labels":
+                if not isinstance(value, list) or any(label not in labels for label in value) \
+                        or len(set(value)) != len(value):
+                    check.fail(f"streaming.{key}", "a list of distinct labels from `labels`", value)
             else:
                 check.number(value, f"streaming.{key}", 0.0, MAX_STREAMING_SECONDS, low_open=True)
         hop, context = streaming.get("hop_seconds"), streaming.get("context_seconds")

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from .audio import check_array, check_sample_rate, mono_resampler
-from .classifier import build_result
+from .classifier import Category, ClassificationResult, _ResultFilter, build_result
 from .errors import AudioTooShortError, InvalidArgumentError, InvalidAudioError
 from .frontend import SAMPLE_RATE_HZ
 
@@ -49,11 +49,58 @@ def check_stream_timing(hop_seconds, context_seconds, max_seconds: float) -> tup
     return hop_samples, context_samples
 
 
+class _Detections:
+    """The detection rule (see `ClassificationStream`), over results in stream order."""
+
+    def __init__(self, background: set[int]):
+        self._background = background
+        self._last_hit_end_s: dict[int, float] = {}  # label index -> end of the last window that hit it
+
+    def detect(self, result) -> Category | None:
+        best = result.categories[0] if result.categories else None
+        # The best kept category is a hit only if it is the best of all labels and not background.
+        if best is None or best.index in self._background or best.score < float(result.scores.max()):
+            return None
+        overlaps = self._last_hit_end_s.get(best.index, -1.0) > result.start_s
+        self._last_hit_end_s[best.index] = result.end_s
+        return None if overlaps else best
+
+
+def replay_detections(results, labels: list[str], background_labels, score_threshold: float | None) -> list:
+    """The detections a stream with `score_threshold` reports, from the results of the same stream
+    run with score_threshold=None: one stream run serves a sweep of thresholds.
+
+    Args:
+        results: a stream's ClassificationResults in order (any max_results; every score is kept).
+        labels, background_labels: the model's (`model.labels`, `model.manifest.background_labels`).
+        score_threshold: a probability in [0, 1], or None.
+
+    Returns:
+        (result, detected Category) pairs, in order.
+    """
+    keep = _ResultFilter(labels, 1, score_threshold, None, None)
+    detections = _Detections({labels.index(label) for label in background_labels})
+    found = []
+    for result in results:
+        kept = ClassificationResult(keep(result.scores, result.logits), result.scores, result.logits, labels,
+                                    result.start_s, result.end_s)
+        detected = detections.detect(kept)
+        if detected is not None:
+            found.append((result, detected))
+    return found
+
+
 class ClassificationStream:
     """Per-stream state over a shared HearEdge model. Thread-safe; create one per audio source.
 
     Each result runs the Acoustic Model on its own context only (a 1 s context is a 50-frame
     window), so a stream costs about context / hop times the offline work of the same audio.
+
+    Detections: a result whose best label is not one of the bundle's background labels
+    (`manifest.background_labels`, e.g. `_unknown_`, `_silence_`), is let through by the
+    allowlist / denylist and scores at least the score threshold is a hit. A hit starts a
+    detection (`result.detection`, its category) unless its window overlaps the window of the last
+    hit of the same label: one word heard in several overlapping windows is one detection.
     """
 
     def __init__(self, model, hop_seconds: float, context_seconds: float, keep):
@@ -61,9 +108,15 @@ class ClassificationStream:
         self.hop_samples, self.context_samples = check_stream_timing(hop_seconds, context_seconds,
                                                                      model.segment_samples / SAMPLE_RATE_HZ)
         self._keep = keep
+        self._background = {model.labels.index(label) for label in model.manifest.background_labels}
         self._frontend = model.frontend
         self._lock = threading.Lock()
         self.reset()
+
+    @property
+    def score_threshold(self) -> float | None:
+        """The threshold categories and detections are held to (None: none)."""
+        return self._keep.score_threshold
 
     @property
     def hop_seconds(self) -> float:
@@ -90,6 +143,7 @@ class ClassificationStream:
         self._next_frame = 2        # frames 0 and 1 reach before the stream's start
         self._next_end = self.hop_samples
         self._last_end = 0
+        self._detections = _Detections(self._background)
 
     def accept_waveform(self, samples: np.ndarray, sample_rate: int) -> list:
         """Add a chunk of any size; returns the results (ClassificationResult) that became ready.
@@ -206,5 +260,7 @@ class ClassificationStream:
         features = frontend.features_from_log(*frontend.log_features_from_spectra(spectra))
         frontend_ms = 1000 * (time.perf_counter() - started)
         outputs = self.model.engine.run(*features)
-        return build_result(outputs, self.model.labels, start / SAMPLE_RATE_HZ, end / SAMPLE_RATE_HZ, self._keep,
-                            {"frontend_ms": frontend_ms, **outputs.timings_ms})
+        result = build_result(outputs, self.model.labels, start / SAMPLE_RATE_HZ, end / SAMPLE_RATE_HZ, self._keep,
+                              {"frontend_ms": frontend_ms, **outputs.timings_ms})
+        result.detection = self._detections.detect(result)
+        return result

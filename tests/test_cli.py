@@ -122,12 +122,38 @@ def test_several_files_go_on_past_a_bad_one_and_fail_at_the_end(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_stream_json_gives_one_object_per_result():
-    result = _cli("stream", CLIP, "--bundle", BUNDLE, "--json", "--hop", "0.5", "--context", "1")
+def test_stream_json_all_gives_one_object_per_result():
+    result = _cli("stream", CLIP, "--bundle", BUNDLE, "--json", "--all", "--hop", "0.5", "--context", "1")
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["start_s"], r["end_s"]) for r in lines] == [(0.0, 0.5), (0.0, 1.0)]
     assert all(len(r["categories"]) == 3 and r["categories"][0]["label"] for r in lines)
+
+
+def test_stream_prints_only_the_detections_unless_all(tmp_path):
+    from hear_edge import HearEdge
+
+    from conftest import TINY_CASES, TINY_GOLDEN
+
+    clip = tmp_path / "long.wav"  # the golden clips one after another: the best label changes along it
+    soundfile.write(clip, np.concatenate([np.load(TINY_GOLDEN / f"{case}.npz")["wav"].mean(axis=0)
+                                          for case in TINY_CASES]).astype(np.float32), 16000)
+    every = [json.loads(line) for line in
+             _cli("stream", clip, "--bundle", BUNDLE, "--json", "--all", "--hop", "0.25", "--context", "1",
+                  "--threshold", "0").stdout.splitlines()]
+    detected = _cli("stream", clip, "--bundle", BUNDLE, "--json", "--hop", "0.25", "--context", "1",
+                    "--threshold", "0", "-v")
+    assert detected.returncode == 0, detected.stderr
+    assert "printing detections" in detected.stderr and "--all prints every result" in detected.stderr
+    shown = [json.loads(line) for line in detected.stdout.splitlines()]
+    assert shown == [r for r in every if "detection" in r]
+    assert 0 < len(shown) < len(every)  # overlapping windows of one label are one detection
+    model = HearEdge.load(BUNDLE, backend="onnx")
+    stream = model.create_stream(hop_seconds=0.25, context_seconds=1.0, score_threshold=0.0)
+    expected = [r for r in stream.accept_waveform(soundfile.read(clip, dtype="float32")[0], 16000) + stream.flush()
+                if r.detection is not None]
+    assert [(d["end_s"], d["detection"]["label"]) for d in shown] == \
+        [(round(r.end_s, 3), r.detection.label) for r in expected]
 
 
 def test_info_json_is_the_manifest():

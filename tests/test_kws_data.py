@@ -2,6 +2,7 @@
 
 import csv
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -142,6 +143,44 @@ def test_evaluation_reports_accuracy_per_voice_of_the_built_test_split(mini_sour
         assert report[f"speaker {speaker}"] == {"accuracy": sum(hits) / len(hits), "clips": len(hits)}
     assert sum(v["clips"] for k, v in report.items() if k.startswith("engine ")) == len(names) == len(targets)
     assert evaluate_kws.voice_of_clip(tmp_path) == {}  # no metadata.csv beside it
+
+
+def test_a_stream_is_deterministic_per_seed_and_lists_its_held_out_words(mini_sources, tmp_path):
+    words, noise = mini_sources
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        kws.build_stream(tmp_path / f"{name}.flac", words, noise, split="test", minutes=0.5, seed=seed)
+    assert (tmp_path / "a.flac").read_bytes() == (tmp_path / "b.flac").read_bytes()
+    assert (tmp_path / "a.flac").read_bytes() != (tmp_path / "c.flac").read_bytes()
+    info = json.loads((tmp_path / "a.json").read_text())
+    audio, rate = soundfile.read(tmp_path / "a.flac")
+    assert rate == 16000 and len(audio) == 30 * 16000 == info["seconds"] * 16000
+    events = info["events"]
+    assert events and info["keywords"] + info["unknown_words"] == len(events)
+    assert all(kws.split_of_speaker(e["speaker"]) == "test" for e in events)
+    assert all(e["label"] == (e["word"] if e["word"] in kws.KEYWORDS else kws.UNKNOWN) for e in events)
+    assert all(a["end_s"] < b["start_s"] for a, b in zip(events, events[1:]))  # one word at a time
+    assert all(np.abs(audio[int(e["start_s"] * rate):int(e["end_s"] * rate)]).max() > 0.01 for e in events)
+
+
+def test_a_stream_window_is_named_by_the_words_it_holds():
+    events = [{"start_s": 1.0, "end_s": 1.5, "label": "yes"}, {"start_s": 2.2, "end_s": 2.8, "label": kws.UNKNOWN},
+              {"start_s": 3.0, "end_s": 3.4, "label": "no"}]
+    assert kws.window_label(events, 0.7, 1.7) == "yes"               # the whole keyword
+    assert kws.window_label(events, 1.45, 2.45) == kws.UNKNOWN       # a keyword's last 10 %, part of a word
+    assert kws.window_label(events, 0.2, 1.2) is None                # 40 % of a keyword: ambiguous
+    assert kws.window_label(events, 2.1, 3.1) is None                # the start of "no": ambiguous
+    assert kws.window_label(events, 2.0, 3.0) == kws.UNKNOWN         # a whole other word
+    assert kws.window_label(events, 3.45, 4.45) == kws.SILENCE       # nothing
+    assert kws.window_label(events + [{"start_s": 1.6, "end_s": 1.9, "label": "go"}], 0.9, 1.95) is None
+
+
+def test_stream_windows_are_cut_from_the_splits_streams_and_labelled(mini_sources, tmp_path):
+    words, noise = mini_sources
+    written = kws.build_stream_windows(tmp_path / "w", words, noise, "val", 40, seed=0, minutes_per_stream=0.5)
+    files = sorted((tmp_path / "w" / "val").rglob("*.wav"))
+    assert sum(written.values()) == len(files) == 40
+    assert {f.parent.name for f in files} <= set(kws.LABELS) and len({f.parent.name for f in files}) >= 3
+    assert all(soundfile.info(f).frames == 16000 for f in files)
 
 
 def _espeak_phonemes(word: str, accent: str) -> str:

@@ -226,6 +226,9 @@ _DELETE = object()
     (["streaming"], {"hop_seconds": 0}, r"streaming\.hop_seconds must be a number in \(0, 30\], got 0"),
     (["streaming"], {"context_seconds": 1e9}, r"streaming\.context_seconds must be a number in \(0, 30\]"),
     (["streaming"], {"score_threshold": 1.5}, r"streaming\.score_threshold must be a number in \[0, 1\], got 1\.5"),
+    (["streaming"], {"background_labels": ["zeta"]},
+     r"streaming\.background_labels must be a list of distinct labels from `labels`, got \['zeta'\]"),
+    (["streaming"], {"background_labels": "alpha"}, r"streaming\.background_labels must be a list"),
     (["streaming"], {"window": 1}, r"manifest streaming has unknown field\(s\) \['window'\]"),
     (["streaming"], [1], r"manifest field streaming must be a JSON object"),
     (["provenance"], "me", r"provenance must be a JSON object"),
@@ -246,7 +249,8 @@ def test_a_duplicate_graph_variant_is_refused():
 
 def test_the_optional_fields_another_exporter_may_write_are_accepted():
     data = json.loads((TINY / "manifest.json").read_text())
-    data["streaming"] = {"clip_seconds": 1.0, "context_seconds": 6, "hop_seconds": 0.5, "score_threshold": None}
+    data["streaming"] = {"clip_seconds": 1.0, "context_seconds": 6, "hop_seconds": 0.5, "score_threshold": None,
+                         "background_labels": ["alpha"]}
     data["graphs"][0]["frame_buckets"] = [300]
     data["schema_version"] = 2
     manifest = Manifest.from_dict(data)

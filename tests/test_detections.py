@@ -1,0 +1,133 @@
+"""Stream detections: the bundle's recommended threshold and background labels, one detection per
+word heard in overlapping windows, and the offline replay a threshold sweep uses. Torch-free."""
+
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, TINY_CASES, TINY_GOLDEN
+from hear_edge import HearEdge
+from hear_edge.bundle import default_background_labels, read_manifest
+from hear_edge.errors import ConfigError, InvalidArgumentError, LabelError
+from hear_edge.streaming import replay_detections
+
+BUNDLE = REPO_ROOT / "tests" / "data" / "tiny-golden.hearedge"
+
+
+def _edited(tmp_path, **streaming):
+    copy = tmp_path / "edited.hearedge"
+    shutil.copytree(BUNDLE, copy)
+    manifest = read_manifest(copy)
+    manifest.streaming.update(streaming)
+    manifest.write(copy)  # refreshes manifest.json.sha256
+    return copy
+
+
+def _audio():
+    """The golden clips one after another (48 s): the tiny model's best label changes along it."""
+    clips = [np.load(TINY_GOLDEN / f"{case}.npz")["wav"].mean(axis=0) for case in TINY_CASES]
+    return np.concatenate(clips).astype(np.float32)
+
+
+def _run(stream, audio):
+    return stream.accept_waveform(audio, 16000) + stream.flush()
+
+
+def test_background_labels_default_to_the_names_between_underscores():
+    assert default_background_labels(["yes", "_unknown_", "_silence_", "_", "__", "_x", "x_"]) == \
+        ["_unknown_", "_silence_"]
+    assert read_manifest(BUNDLE).background_labels == []
+    shipped = HearEdge.load().manifest
+    assert shipped.background_labels == ["_unknown_", "_silence_"]
+
+
+def test_auto_takes_the_bundles_recommended_threshold(tmp_path):
+    model = HearEdge.load(_edited(tmp_path, score_threshold=0.7), backend="onnx")
+    assert model.manifest.stream_score_threshold == 0.7
+    assert model.create_stream().score_threshold == 0.7
+    assert model.create_stream(score_threshold=None).score_threshold is None
+    assert model.create_stream(score_threshold=0.25).score_threshold == 0.25
+    assert HearEdge.load(BUNDLE, backend="onnx").create_stream().score_threshold is None
+
+
+def test_a_threshold_string_other_than_auto_is_refused():
+    model = HearEdge.load(BUNDLE, backend="onnx")
+    with pytest.raises(InvalidArgumentError, match=r"score_threshold must be a number \(a probability in \[0, 1\]\) "
+                                                   r"or None, got 'high' \(str\)"):
+        model.create_stream(score_threshold="high")
+
+
+def test_a_word_heard_in_overlapping_windows_is_one_detection():
+    model = HearEdge.load(BUNDLE, backend="onnx")
+    results = _run(model.create_stream(hop_seconds=0.25, context_seconds=1.0, score_threshold=None), _audio())
+    last_end = {}
+    for r in results:  # the rule, checked result by result
+        best = model.labels[int(np.argmax(r.scores))]
+        expected = None if last_end.get(best, -1.0) > r.start_s else best
+        last_end[best] = r.end_s
+        assert (r.detection.label if r.detection else None) == expected
+    detected = [r for r in results if r.detection]
+    assert 0 < len(detected) < len(results)
+
+
+def test_background_labels_and_the_threshold_are_never_detected(tmp_path):
+    model = HearEdge.load(BUNDLE, backend="onnx")
+    results = _run(model.create_stream(hop_seconds=0.25, context_seconds=1.0, score_threshold=None), _audio())
+    tops = [model.labels[int(np.argmax(r.scores))] for r in results]
+    common = max(set(tops), key=tops.count)
+    threshold = float(np.median([r.scores.max() for r in results]))
+    edited = HearEdge.load(_edited(tmp_path, background_labels=[common], score_threshold=threshold), backend="onnx")
+    found = [r.detection for r in _run(edited.create_stream(hop_seconds=0.25, context_seconds=1.0), _audio())
+             if r.detection]
+    assert found and all(d.label != common and d.score >= threshold for d in found)
+
+
+def test_replay_gives_the_streams_own_detections_at_every_threshold():
+    model = HearEdge.load(BUNDLE, backend="onnx")
+    every = _run(model.create_stream(hop_seconds=0.25, context_seconds=1.0, score_threshold=None, max_results=None),
+                 _audio())
+    tops = sorted(float(r.scores.max()) for r in every)
+    for threshold in (None, tops[len(tops) // 4], tops[len(tops) // 2], tops[-3]):
+        stream = model.create_stream(hop_seconds=0.25, context_seconds=1.0, score_threshold=threshold)
+        live = [(r.end_s, r.detection.label) for r in _run(stream, _audio()) if r.detection]
+        replayed = [(r.end_s, c.label) for r, c in replay_detections(every, model.labels, [], threshold)]
+        assert live == replayed and live
+
+
+def test_export_checks_the_detection_settings_before_any_work():
+    from hear_edge.export.api import _detection_settings
+
+    labels = ["yes", "no", "_unknown_"]
+    assert _detection_settings(labels, None, None) == {"background_labels": ["_unknown_"]}
+    assert _detection_settings(labels, 0.8, ["no"]) == {"background_labels": ["no"], "score_threshold": 0.8}
+    with pytest.raises(ConfigError, match=r"stream_score_threshold must be a probability in \[0, 1\] or None, got 1\.5"):
+        _detection_settings(labels, 1.5, None)
+    with pytest.raises(LabelError, match=r"background_labels must be a list of the model's labels"):
+        _detection_settings(labels, None, ["maybe"])
+
+
+def test_stream_scoring_counts_hits_misses_duplicates_and_false_alarms():
+    sys.path.insert(0, str(REPO_ROOT / "examples"))
+    from evaluate_stream import score
+
+    from hear_edge.classifier import Category
+
+    class Window:
+        def __init__(self, start_s, end_s):
+            self.start_s, self.end_s = start_s, end_s
+
+    events = [{"start_s": 1.0, "end_s": 1.6, "label": "yes", "word": "yes"},
+              {"start_s": 4.0, "end_s": 4.5, "label": "no", "word": "no"},
+              {"start_s": 7.0, "end_s": 7.5, "label": "_unknown_", "word": "hello"}]
+    yes, no = Category("yes", 0, 0.9, 1.0), Category("no", 1, 0.9, 1.0)
+    detections = [(Window(0.75, 1.75), yes),   # hit
+                  (Window(1.5, 2.5), yes),     # a second detection of the same word: a false alarm
+                  (Window(2.75, 3.75), no),    # ends before the word "no" starts: a false alarm
+                  (Window(6.75, 7.75), no)]    # an other word taken for a keyword
+    figures = score(detections, events, minutes=0.5, background={"_unknown_", "_silence_"})
+    assert (figures["detected"], figures["keywords"], figures["false_alarms"]) == (1, 2, 3)
+    assert figures["recall"] == 0.5 and figures["false_alarms_per_minute"] == 6.0
+    assert figures["recall_per_label"] == {"no": 0.0, "yes": 1.0}
+    assert figures["false_alarm_list"][-1]["words_in_window"] == ["hello"]
