@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import read_manifest
-from .runtimes.base import BACKEND_FORMAT, FORMAT_BACKEND
+from .runtimes.base import BACKEND_FORMAT, BACKEND_MODULES, FORMAT_BACKENDS
 from .errors import HearEdgeError
 from .gates import cosine, verdict
 from .signals import synthetic_clip, synthetic_clips
@@ -239,7 +239,8 @@ def machine_info() -> dict:
         info["cpu_flags"] = " ".join(f for f in flags if f.startswith(
             ("avx", "fma", "sse4", "neon", "asimd", "sve", "i8mm", "dotprod", "vnni", "amx")))
     import importlib.metadata
-    for package in ("numpy", "onnxruntime", "ai-edge-litert", "torch", "hear-edge"):
+    runtimes = dict.fromkeys(module.distribution for module in BACKEND_MODULES)  # onnxruntime, ai-edge-litert, ...
+    for package in ("numpy", *runtimes, "torch", "hear-edge"):
         try:
             info[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -262,18 +263,19 @@ def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=No
               "parity_seconds": [s for s in PARITY_SECONDS if not quick or s <= 10.0]}
     rows_to_run = []
     for fmt, precision in manifest.variants():
-        backend = FORMAT_BACKEND[fmt]
-        if (backends and backend not in backends) or (precisions and precision not in precisions):
-            continue
-        if not backend_installed(backend):
-            logger.warning("skipping %s rows: its package is not installed", backend)
-            continue
-        if precision == "int8" and not supports_int8(backend):
-            logger.warning("skipping %s int8 rows: %s computes int8 graphs wrong", backend, runtime_package(backend))
-            continue
-        for n in threads:
-            rows_to_run.append({**common, "kind": "runtime", "bundle": str(bundle), "backend": backend,
-                                "precision": precision, "threads": n, "name": f"{backend} {precision} x{n}"})
+        for backend in FORMAT_BACKENDS[fmt]:
+            if (backends and backend not in backends) or (precisions and precision not in precisions):
+                continue
+            if not backend_installed(backend):
+                logger.warning("skipping %s rows: its package is not installed", backend)
+                continue
+            if precision == "int8" and not supports_int8(backend):
+                logger.warning("skipping %s int8 rows: %s computes int8 graphs wrong", backend,
+                               runtime_package(backend))
+                continue
+            for n in threads:
+                rows_to_run.append({**common, "kind": "runtime", "bundle": str(bundle), "backend": backend,
+                                    "precision": precision, "threads": n, "name": f"{backend} {precision} x{n}"})
     if checkpoint:
         for n in threads:
             rows_to_run.append({**common, "kind": "pytorch", "checkpoint": str(checkpoint),
