@@ -88,7 +88,7 @@ def discover(package: str) -> tuple[BackendModule, ...]:
     """The backend modules of `package`: each module in it but `base` and `_private` ones.
 
     Raises:
-        HearEdgeError: a module that does not declare all a backend declares.
+        HearEdgeError: a module that does not declare all a backend declares; no module at all.
     """
     found = []
     for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
@@ -103,6 +103,9 @@ def discover(package: str) -> tuple[BackendModule, ...]:
                                 f"(see {__name__}) and define open_session(path, input_names, output_names, "
                                 f"num_threads); missing or of the wrong type: {', '.join(wrong)}.")
         found.append(BackendModule(module.__name__, *(getattr(module, key) for key in _DECLARED)))
+    if not found:  # a frozen app that did not collect them, or an install that lost its files
+        raise HearEdgeError(f"no backend module found in {package}; reinstall hear-edge, or have a frozen app "
+                            f"include the modules of {package}.")
     return tuple(found)
 
 

@@ -191,7 +191,7 @@ def test_a_new_backend_is_one_file_and_shares_a_format(tmp_path, monkeypatch):
     assert sys.modules["more_runtimes.fakevino"].opened == [(graph, 2)]
 
 
-def test_a_module_that_declares_too_little_or_disagrees_is_named(tmp_path, monkeypatch):
+def test_a_module_that_declares_too_little_a_disagreement_or_no_module_is_named(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     for package, files, message in (
             ("half_runtimes", {"half.py": 'NAME = "half"\nPREFERENCE = "first"\n'},
@@ -199,7 +199,8 @@ def test_a_module_that_declares_too_little_or_disagrees_is_named(tmp_path, monke
              r"RUNTIME_MODULE, INSTALL, PREFERENCE, INT8_UNSUPPORTED .* missing or of the wrong type: FORMAT, "
              r"GRAPH_SUFFIX, RUNTIME_MODULE, INSTALL, PREFERENCE, INT8_UNSUPPORTED, open_session\."),
             ("odd_runtimes", {"a.py": FAKE_BACKEND, "b.py": FAKE_BACKEND.replace('"onnx"', '"tflite"')},
-             r"odd_runtimes\.a and odd_runtimes\.b disagree: backend 'fakevino' runs onnx")):
+             r"odd_runtimes\.a and odd_runtimes\.b disagree: backend 'fakevino' runs onnx"),
+            ("no_runtimes", {}, r"no backend module found in no_runtimes")):
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text("")
         for name, text in files.items():
