@@ -22,7 +22,7 @@ from torch import nn
 
 from .bench import acoustic_macs
 from .errors import InvalidArgumentError
-from .finetune import LabelledAudio, batch_logits, epoch_batches, evaluate, start_run, write_sidecars
+from .training import LabelledAudio, batch_logits, epoch_batches, evaluate, start_run, write_sidecars
 from .model import HEAR, load_checkpoint
 
 logger = logging.getLogger("hear_edge")
