@@ -217,7 +217,7 @@ def backend_problem(name: str) -> str | None:
 
 def supports_int8(name: str) -> bool:
     """Whether the backend computes int8 graphs right here (False on tflite-runtime)."""
-    return runtime_package(name) not in INT8_UNSUPPORTED
+    return runtime_package(name) not in _REGISTRY.int8_unsupported
 
 
 def int8_alternative(name: str) -> BackendModule | None:
@@ -234,9 +234,9 @@ def available_backends() -> list[str]:
 def format_backend(fmt: str) -> str:
     """The backend that runs `fmt` graphs here: the first of FORMAT_BACKENDS[fmt] that imports, else the
     first (whose `open_graph` then says what to install)."""
-    names = FORMAT_BACKENDS.get(fmt)
+    names = _REGISTRY.format_backends.get(fmt)
     if not names:
-        raise InvalidArgumentError(f"no backend runs {fmt!r} graphs; backends run {sorted(FORMAT_BACKENDS)}.")
+        raise InvalidArgumentError(f"no backend runs {fmt!r} graphs; backends run {sorted(_REGISTRY.format_backends)}.")
     return next((name for name in names if backend_installed(name)), names[0])
 
 
