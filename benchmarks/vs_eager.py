@@ -30,13 +30,15 @@ def _cpu_seconds(fn) -> float:
 
 
 def main(argv=None) -> int:
+    from hear_edge.runtimes.base import BACKEND_FORMAT
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
     parser.add_argument("--config")
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--precision", action="append", choices=["fp32", "int8"],
                         help="repeat for several (default: every ONNX precision in the bundle)")
-    parser.add_argument("--backend", default="onnx", choices=["onnx", "litert"])
+    parser.add_argument("--backend", default="onnx", choices=list(BACKEND_FORMAT))
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--stream-seconds", type=float, default=60.0,
                         help="audio per stream measurement (default 60)")
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     eager = load_checkpoint(args.checkpoint, args.config)
-    fmt = "onnx" if args.backend == "onnx" else "tflite"
+    fmt = BACKEND_FORMAT[args.backend]
     precisions = args.precision or [p for f, p in HearEdge.load(args.bundle, backend=args.backend)
                                     .manifest.variants() if f == fmt]
     models = {p: HearEdge.load(args.bundle, backend=args.backend, precision=p, num_threads=1) for p in precisions}

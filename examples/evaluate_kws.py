@@ -21,7 +21,8 @@ import numpy as np
 
 from hear_edge import HearEdge
 from hear_edge.audio import AUDIO_SUFFIXES, load_input
-from hear_edge.bundle import FORMAT_BACKEND, read_manifest
+from hear_edge.bundle import read_manifest
+from hear_edge.runtimes.base import format_backend
 
 
 def load_clips(data_dir: Path, labels: list[str], per_class: int | None):
@@ -69,7 +70,7 @@ def evaluate(bundle, data_dir, checkpoint=None, config=None, per_class: int | No
     clips, targets, names = load_clips(Path(data_dir), manifest.labels, per_class)
     predictions = {}
     for fmt, precision in manifest.variants():
-        model = HearEdge.load(bundle, backend=FORMAT_BACKEND[fmt], precision=precision)
+        model = HearEdge.load(bundle, backend=format_backend(fmt), precision=precision)
         predictions[f"{fmt} {precision}"] = np.array(
             [model.classify(c, 16000, max_results=1).top.index for c in clips])
     if checkpoint:

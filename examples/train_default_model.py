@@ -30,7 +30,8 @@ import soundfile
 sys.path.insert(0, str(Path(__file__).resolve().parent / "kws"))
 import kws  # noqa: E402
 
-from hear_edge.finetune import LabelledAudio, evaluate, finetune  # noqa: E402
+from hear_edge.finetune import finetune  # noqa: E402
+from hear_edge.training import LabelledAudio, evaluate  # noqa: E402
 
 LABELS = kws.LABELS
 

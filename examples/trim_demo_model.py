@@ -77,8 +77,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import torch
 
-    from hear_edge.finetune import evaluate, write_sidecars
     from hear_edge.model import load_checkpoint
+    from hear_edge.training import evaluate, write_sidecars
     from hear_edge.trim import TrimMasks, remove_masked_units, trim
 
     base, out = Path(args.base), Path(args.out)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from hear_edge.bundle import GraphSpec, TensorSpec, sha256_file, signature_name
+from hear_edge.runtimes.base import GRAPH_SUFFIX
 
 from .graphs import (TASK_INPUTS, TASK_OUTPUTS, WINDOW_INPUTS, WINDOW_OUTPUTS, AcousticWindowGraph,
                      BucketedAcousticWindowGraph, BucketedTaskGraph, TaskGraph, task_example, window_example)
@@ -54,13 +55,18 @@ def _graph_spec(model, role, fmt, precision, path: Path, buckets=None) -> GraphS
                      frame_buckets=list(buckets) if buckets else None)
 
 
+def _fp32_paths(out_dir: Path, fmt: str) -> dict[str, Path]:
+    """Where each role's fp32 graph of `fmt` is written: `acoustic_window.fp32.onnx`, `task.fp32.tflite`."""
+    return {role: out_dir / f"{role}.fp32{GRAPH_SUFFIX[fmt]}" for role in ("acoustic_window", "task")}
+
+
 def _buckets(candidates, max_frames: int) -> list[int]:
     return sorted({b for b in candidates if b < max_frames} | {max_frames})
 
 
 def export_onnx(model, out_dir: Path, precisions) -> list[GraphSpec]:
     window_graph, task_graph = AcousticWindowGraph(model).eval(), TaskGraph(model).eval()
-    fp32 = {"acoustic_window": out_dir / "acoustic_window.fp32.onnx", "task": out_dir / "task.fp32.onnx"}
+    fp32 = _fp32_paths(out_dir, "onnx")
     started = time.perf_counter()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -182,7 +188,7 @@ def export_tflite(model, out_dir: Path, precisions) -> list[GraphSpec]:
     window_graph, task_graph = BucketedAcousticWindowGraph(model).eval(), BucketedTaskGraph(model).eval()
     buckets = {"acoustic_window": _buckets(TFLITE_WINDOW_BUCKETS, model.acoustic_model.max_length),
                "task": _buckets(TFLITE_TASK_BUCKETS, model.task_model.max_length)}
-    fp32 = {"acoustic_window": out_dir / "acoustic_window.fp32.tflite", "task": out_dir / "task.fp32.tflite"}
+    fp32 = _fp32_paths(out_dir, "tflite")
     examples = {"acoustic_window": lambda frames: window_example(model, frames),
                 "task": lambda frames: task_example(model, frames)}
     started = time.perf_counter()

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import read_manifest
-from .runtimes.base import BACKEND_FORMAT, FORMAT_BACKEND
+from .runtimes.base import BACKEND_FORMAT, BACKEND_MODULES, FORMAT_BACKENDS
 from .errors import HearEdgeError
 from .gates import cosine, verdict
+from .macs import model_flops
 from .signals import synthetic_clip, synthetic_clips
 
 logger = logging.getLogger("hear_edge")
@@ -41,47 +42,6 @@ result = _child_main(args, started)
 result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print("BENCH-RESULT " + json.dumps(result))
 """
-
-
-def acoustic_window_macs(acoustic: dict, frames: int) -> float:
-    """Multiply-accumulates of one Acoustic Model window of `frames` frames, per-layer sizes included."""
-    from .config import AcousticModelConfig
-
-    config = AcousticModelConfig(**acoustic)
-    hidden = config.hidden_size
-    macs = frames * 2 * 128 * hidden  # conv front end
-    for layer in range(config.num_transformer_layers):
-        width, inner = config.heads_in_layer(layer) * config.head_size, config.intermediate_size_in_layer(layer)
-        macs += 4 * frames * hidden * width  # q, k, v, out
-        macs += 2 * frames * frames * width  # content scores and weighted values
-        macs += 2 * frames * frames * width  # the Shaw position terms, as the official gather computes them
-        macs += 2 * frames * hidden * inner  # FFN
-    return float(macs)
-
-
-def acoustic_macs(acoustic: dict, seconds: float, window_frames: int, overlap_frames: int) -> float:
-    """Acoustic Model multiply-accumulates for a clip of `seconds`, window by window as the runtime
-    runs it: each window only its valid frames (the last window of a long clip is shorter)."""
-    from .windows import plan_windows
-
-    frames = (int(seconds * 16000) // 160 + 1) // 2
-    return sum(acoustic_window_macs(acoustic, valid) for _, valid in plan_windows(frames, window_frames, overlap_frames))
-
-
-def model_flops(manifest, seconds: float) -> float:
-    """Matrix-multiply FLOPs (2 per multiply-accumulate) of one clip, as HEAR computes it."""
-    config = manifest.provenance["config"]
-    acoustic, task = config["acoustic_model"], config["task_model"]
-    hidden = acoustic["hidden_size"]
-    mel_frames = int(seconds * 16000) // 160 + 1
-    frames = mel_frames // 2
-    macs = acoustic_macs(acoustic, seconds, manifest.window_frames, manifest.overlap_frames)
-    task_hidden, task_inner = task["hidden_size"], task["intermediate_size"]
-    bins = acoustic["spectrogram_n_fft"] // 2 + 1
-    macs += frames * (2 * bins * hidden + hidden * hidden + 2 * hidden * task_hidden)  # mixture
-    macs += frames * (4 * task_hidden ** 2 + 2 * task_hidden * task_inner) + 2 * frames ** 2 * task_hidden
-    macs += mel_frames * bins * 128  # mel filterbank
-    return 2.0 * macs
 
 
 def gemm_gflops(seconds: float = 1.0) -> float:
@@ -239,7 +199,8 @@ def machine_info() -> dict:
         info["cpu_flags"] = " ".join(f for f in flags if f.startswith(
             ("avx", "fma", "sse4", "neon", "asimd", "sve", "i8mm", "dotprod", "vnni", "amx")))
     import importlib.metadata
-    for package in ("numpy", "onnxruntime", "ai-edge-litert", "torch", "hear-edge"):
+    runtimes = dict.fromkeys(module.distribution for module in BACKEND_MODULES)  # onnxruntime, ai-edge-litert, ...
+    for package in ("numpy", *runtimes, "torch", "hear-edge"):
         try:
             info[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -262,18 +223,19 @@ def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=No
               "parity_seconds": [s for s in PARITY_SECONDS if not quick or s <= 10.0]}
     rows_to_run = []
     for fmt, precision in manifest.variants():
-        backend = FORMAT_BACKEND[fmt]
-        if (backends and backend not in backends) or (precisions and precision not in precisions):
-            continue
-        if not backend_installed(backend):
-            logger.warning("skipping %s rows: its package is not installed", backend)
-            continue
-        if precision == "int8" and not supports_int8(backend):
-            logger.warning("skipping %s int8 rows: %s computes int8 graphs wrong", backend, runtime_package(backend))
-            continue
-        for n in threads:
-            rows_to_run.append({**common, "kind": "runtime", "bundle": str(bundle), "backend": backend,
-                                "precision": precision, "threads": n, "name": f"{backend} {precision} x{n}"})
+        for backend in FORMAT_BACKENDS[fmt]:
+            if (backends and backend not in backends) or (precisions and precision not in precisions):
+                continue
+            if not backend_installed(backend):
+                logger.warning("skipping %s rows: its package is not installed", backend)
+                continue
+            if precision == "int8" and not supports_int8(backend):
+                logger.warning("skipping %s int8 rows: %s computes int8 graphs wrong", backend,
+                               runtime_package(backend))
+                continue
+            for n in threads:
+                rows_to_run.append({**common, "kind": "runtime", "bundle": str(bundle), "backend": backend,
+                                    "precision": precision, "threads": n, "name": f"{backend} {precision} x{n}"})
     if checkpoint:
         for n in threads:
             rows_to_run.append({**common, "kind": "pytorch", "checkpoint": str(checkpoint),

@@ -14,7 +14,7 @@ from typing import Any
 from .errors import BundleError
 from .frontend import FrontendParams
 from .manifest_check import validate_manifest
-from .runtimes.base import FORMAT_BACKEND
+from .runtimes.base import FORMAT_BACKENDS
 from .segments import segment_samples
 
 logger = logging.getLogger("hear_edge")
@@ -25,7 +25,7 @@ READABLE_SCHEMA_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 CHECKSUM_NAME = MANIFEST_NAME + ".sha256"   # hex sha256 of manifest.json's bytes; from schema 2 on
 MAX_MANIFEST_BYTES = 10 << 20               # far above any real manifest; read before parsing
-FORMATS = tuple(FORMAT_BACKEND)  # ("onnx", "tflite")
+FORMATS = tuple(FORMAT_BACKENDS)  # ("onnx", "tflite"): the formats some backend runs
 PRECISIONS = ("fp32", "int8")
 
 

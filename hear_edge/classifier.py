@@ -163,8 +163,9 @@ class HearEdge:
 
         Args:
             bundle: a `NAME.hearedge` folder, or None for the default bundle shipped in the wheel.
-            backend: "onnx" (onnxruntime), "litert" (ai-edge-litert), or "auto": the first of those
-                that is installed and has graphs in the bundle.
+            backend: "onnx" (onnxruntime), "litert" (ai-edge-litert, else tflite-runtime), or "auto":
+                the first of those that is installed and has graphs in the bundle (the backends are
+                the modules of `hear_edge.runtimes`).
             precision: "fp32", "int8", or "auto": int8 where the bundle's int8 graphs passed their
                 parity gate and the backend computes int8 right, else fp32 (LiteRT on tflite-runtime
                 takes fp32: its int8 kernels compute these graphs wrong, so int8 is refused there).
@@ -175,7 +176,8 @@ class HearEdge:
             BackendUnavailableError: the chosen backend's package is not installed or fails to
                 import (with the import error and the remedy); int8 asked of tflite-runtime.
         """
-        from .runtimes.base import BACKEND_FORMAT, INT8_UNSUPPORTED, backend_problem, runtime_package, supports_int8
+        from .runtimes.base import (BACKEND_FORMAT, INT8_UNSUPPORTED, backend_problem, int8_alternative,
+                                    runtime_package, supports_int8)
 
         bundle_dir = default_bundle_path() if bundle is None else Path(bundle)
         # The chosen variant's two graphs are verified as InferenceEngine opens them; the others
@@ -183,7 +185,8 @@ class HearEdge:
         manifest = read_manifest(bundle_dir, verify_hashes=False)
         formats = BACKEND_FORMAT
         if backend not in ("auto", *formats):
-            raise InvalidArgumentError(f"backend must be 'auto', 'onnx' or 'litert', got {backend!r}.")
+            *others, last = ["'auto'", *map(repr, formats)]
+            raise InvalidArgumentError(f"backend must be {', '.join(others)} or {last}, got {backend!r}.")
         if precision not in ("auto", "fp32", "int8"):
             raise InvalidArgumentError(f"precision must be 'auto', 'fp32' or 'int8', got {precision!r}.")
         variants = manifest.variants()
@@ -202,6 +205,7 @@ class HearEdge:
             raise BundleError(f"bundle {bundle_dir} has no {fmt} graphs for the {backend} backend; "
                               f"it has {sorted({f for f, _ in variants})}.")
         int8_ok = supports_int8(backend)
+        package, better = runtime_package(backend), int8_alternative(backend)  # for the messages below
         if precision == "auto":
             gate = manifest.parity.get("results", {}).get(f"{fmt}/int8", {})
             if int8_ok and "int8" in precisions and gate.get("passed"):
@@ -215,17 +219,17 @@ class HearEdge:
                                   f"precision='int8' to run the failed int8 graphs anyway.")
             else:
                 raise BundleError(f"bundle {bundle_dir} has only {fmt} {precisions} graphs, and the {backend} "
-                                  f"backend on {runtime_package(backend)} cannot run int8: "
-                                  f"{INT8_UNSUPPORTED[runtime_package(backend)]}. Export fp32 graphs "
-                                  f"(hear-edge export --precision fp32) or install ai-edge-litert.")
+                                  f"backend on {package} cannot run int8: {INT8_UNSUPPORTED[package]}. Export fp32 "
+                                  f"graphs (hear-edge export --precision fp32)"
+                                  + (f" or install {better.distribution}." if better else "."))
         elif precision not in precisions:
             raise BundleError(f"bundle {bundle_dir} has no {fmt} {precision} graphs; it has {precisions}.")
         elif precision == "int8" and not int8_ok:
-            package = runtime_package(backend)
             raise BackendUnavailableError(
                 f"int8 graphs are refused on {package}: {INT8_UNSUPPORTED[package]}. Use precision='fp32' "
-                f"(or 'auto'), or install ai-edge-litert (pip install 'hear-edge[litert]') for int8.")
-        engine = InferenceEngine(bundle_dir, manifest, fmt, precision, num_threads)
+                f"(or 'auto')" + (f", or install {better.distribution} (pip install '{better.install}') for int8."
+                                  if better else "."))
+        engine = InferenceEngine(bundle_dir, manifest, fmt, precision, num_threads, backend)
         logger.info("loaded %s (%s %s, %d thread(s))", bundle_dir, backend, precision, num_threads)
         return cls(bundle_dir, manifest, engine)
 

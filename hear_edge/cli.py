@@ -280,13 +280,13 @@ def _bench(args: argparse.Namespace) -> int:
     report = run_bench(args.bundle, checkpoint=args.checkpoint, config=args.config, backends=args.backend,
                        precisions=args.precision, threads=args.threads, quick=args.quick)
     if not report["rows"]:
-        from .bundle import FORMAT_BACKEND, read_manifest
+        from .bundle import read_manifest
         from .classifier import default_bundle_path
         from .errors import BackendUnavailableError
-        from .runtimes.base import backend_problem
+        from .runtimes.base import FORMAT_BACKENDS, backend_problem
 
         bundle = Path(args.bundle) if args.bundle else default_bundle_path()
-        present = sorted({FORMAT_BACKEND[f] for f, _ in read_manifest(bundle).variants()})
+        present = sorted({name for f, _ in read_manifest(bundle).variants() for name in FORMAT_BACKENDS[f]})
         why = [f"{name}: {backend_problem(name)}" for name in present if backend_problem(name)]
         asked = "".join(f", asked for {value}" for value in (args.backend, args.precision) if value)
         raise BackendUnavailableError(
@@ -314,10 +314,12 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    from .runtimes.base import BACKENDS
+
+    runtimes = ", ".join(f"{name} ({' or '.join(m.distribution for m in found)})" for name, found in BACKENDS.items())
     parser.add_argument("--bundle", help="bundle folder (default: the bundle shipped with hear-edge)")
-    parser.add_argument("--backend", default="auto", choices=["auto", "onnx", "litert"],
-                        help="onnx (onnxruntime), litert (ai-edge-litert or tflite-runtime), or auto: the first "
-                             "installed one the bundle has graphs for (default auto)")
+    parser.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
+                        help=f"{runtimes}, or auto: the first installed one the bundle has graphs for (default auto)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"],
                         help="auto: int8 where it passed its parity gate and the backend runs it right, "
                              "else fp32 (default auto)")
@@ -327,6 +329,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .runtimes.base import BACKENDS
 
     parser = argparse.ArgumentParser(prog="hear-edge", description=__doc__, epilog=EPILOG)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -456,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--checkpoint", help="the bundle's source checkpoint: adds the PyTorch eager rows "
                                             "and checks parity against them live (needs torch)")
     bench.add_argument("--config", help="config.json for --checkpoint")
-    bench.add_argument("--backend", action="append", choices=["onnx", "litert"], help="default: all installed")
+    bench.add_argument("--backend", action="append", choices=list(BACKENDS), help="default: all installed")
     bench.add_argument("--precision", action="append", choices=["fp32", "int8"], help="default: all in the bundle")
     bench.add_argument("--threads", type=int, action="append", help="default: 1 and all cores")
     bench.add_argument("--quick", action="store_true", help="1 s and 10 s clips, few repeats (CI)")

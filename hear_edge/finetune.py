@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,21 +13,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import AUDIO_SUFFIXES, load_input
 from .config import HearConfig
-from .errors import HearEdgeError, InvalidArgumentError
-from .frontend import mel_filterbank
-from .model import FRONTEND, HEAR, _read_state_dict, is_acoustic_only, load_checkpoint
+from .errors import InvalidArgumentError
+from .model import HEAR, _read_state_dict, is_acoustic_only, load_checkpoint
+from .training import (LabelledAudio, batch_logits, epoch_batches, evaluate, speed_perturb, start_run,
+                       write_sidecars)
 
 logger = logging.getLogger("hear_edge")
-
-
-@dataclass
-class LabelledAudio:
-    labels: list[str]
-    clips: list[np.ndarray]  # mono float32 at 16 kHz
-    targets: list[int]
-    names: list[str]
 
 
 @dataclass
@@ -41,204 +30,6 @@ class FinetuneResult:
     best_epoch: int
     best_val_accuracy: float
     history: list[dict] = field(default_factory=list)
-
-
-def read_labelled_folders(root: str | Path, labels: list[str] | None = None) -> LabelledAudio:
-    """One sub-folder per label, audio files inside (any depth), read and resampled to 16 kHz mono."""
-    root = Path(root)
-    if not root.is_dir():
-        raise HearEdgeError(f"data folder {root} does not exist.")
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
-    if labels is None:
-        labels = [p.name for p in folders]
-    if len(labels) < 2:
-        raise HearEdgeError(f"{root} needs at least two label folders (one folder per label), found {len(labels)}.")
-    data = LabelledAudio(labels, [], [], [])
-    for index, label in enumerate(labels):
-        files = sorted(p for p in (root / label).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
-        if not files:
-            raise HearEdgeError(f"label folder {root / label} has no audio files.")
-        for path in files:
-            data.clips.append(load_input(path).mean(axis=0).astype(np.float32))
-            data.targets.append(index)
-            data.names.append(str(path.relative_to(root)))
-    return data
-
-
-def _split(data: LabelledAudio, val_fraction: float, seed: int) -> tuple[LabelledAudio, LabelledAudio]:
-    rng = np.random.default_rng(seed)
-    train, val = (LabelledAudio(data.labels, [], [], []) for _ in range(2))
-    for index in range(len(data.labels)):
-        members = [i for i, t in enumerate(data.targets) if t == index]
-        rng.shuffle(members)
-        cut = max(1, int(round(len(members) * val_fraction)))
-        for position, i in enumerate(members):
-            part = val if position < cut else train
-            part.clips.append(data.clips[i])
-            part.targets.append(index)
-            part.names.append(data.names[i])
-    return train, val
-
-
-def train_and_validation_sets(data_dir, val_fraction: float, seed: int) -> tuple[LabelledAudio, LabelledAudio]:
-    """`train/` and `val/` folders when there are both, else a per-label split of the label folders."""
-    root = Path(data_dir)
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        train_data = read_labelled_folders(root / "train")
-        return train_data, read_labelled_folders(root / "val", train_data.labels)
-    return _split(read_labelled_folders(root), val_fraction, seed)
-
-
-def write_sidecars(checkpoint: Path, labels: list[str], config: HearConfig,
-                   data: LabelledAudio | None = None) -> tuple[Path, Path]:
-    """The `.labels.txt` and `.config.json` beside a checkpoint, which `hear-edge export` reads, and
-    `.training.json` with the median training clip length, from which export sets the stream defaults."""
-    checkpoint = Path(checkpoint)
-    labels_file, config_file = checkpoint.with_suffix(".labels.txt"), checkpoint.with_suffix(".config.json")
-    labels_file.write_text("\n".join(labels) + "\n")
-    config_file.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    if data is not None and data.clips:
-        clip_seconds = round(float(np.median([len(c) for c in data.clips])) / 16000, 2)
-        checkpoint.with_suffix(".training.json").write_text(json.dumps({"clip_seconds": clip_seconds}) + "\n")
-    return labels_file, config_file
-
-
-def start_run(seed: int, device: str, data_dir, train_data: LabelledAudio | None,
-              val_data: LabelledAudio | None, val_fraction: float):
-    """The opening of a training run: every generator seeded, the device picked ("auto": a GPU when
-    there is one), the data read from `data_dir` unless given. Returns (device, train, val)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if device == "auto" else device))
-    if train_data is None:
-        train_data, val_data = train_and_validation_sets(data_dir, val_fraction, seed)
-    return device, train_data, val_data
-
-
-def epoch_batches(count: int, rng: np.random.Generator, batch_size: int, description: str, progress: bool):
-    """One epoch's shuffled batches of clip indices, behind a progress bar when tqdm is installed.
-    A last batch of one clip is dropped: BatchNorm needs two."""
-    order = rng.permutation(count)
-    batches = [order[start:start + batch_size] for start in range(0, count, batch_size)]
-    batches = [picked for picked in batches if len(picked) >= 2]
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return batches
-    return tqdm(batches, desc=description, disable=not progress, leave=False)
-
-
-def batch_logits(model: HEAR, clips: list[torch.Tensor], spec_augment: torch.Generator | None = None,
-                 warp_factors: torch.Tensor | None = None) -> torch.Tensor:
-    """Logits of clips of any lengths, each normalised over itself as the runtime does it.
-
-    The official batched preprocessor lets padding into each clip's statistics; here every clip
-    is preprocessed alone (or together, when no padding is needed) and only the features are
-    padded, which the model then masks.
-    """
-    if len({clip.shape[0] for clip in clips}) == 1:
-        waveform = torch.stack(clips)[:, None]
-        log_mel, num_frames, log_power = model.preprocessor(
-            waveform, torch.full((len(clips),), clips[0].shape[0], device=waveform.device))
-    else:
-        features = [model.preprocessor(clip[None, None], torch.tensor([clip.shape[0]], device=clip.device))
-                    for clip in clips]
-        frames = max(f[0].shape[-1] for f in features)
-        log_mel = torch.stack([F.pad(f[0][0], (0, frames - f[0].shape[-1])) for f in features])
-        log_power = torch.stack([F.pad(f[2][0], (0, frames - f[2].shape[-1])) for f in features])
-        num_frames = torch.cat([f[1] for f in features])
-    if warp_factors is not None:
-        mel_hz, power_hz = _bin_centres_hz(model.preprocessor.n_fft)
-        log_mel = _warp_frequency(log_mel, warp_factors, mel_hz)
-        log_power = _warp_frequency(log_power, warp_factors, power_hz)
-    if spec_augment is not None:
-        log_mel, log_power = _spec_augment(log_mel, log_power, spec_augment)
-    hidden, lengths = model.forward_features(log_mel, log_power, num_frames)
-    return model.decoder(hidden, lengths)
-
-
-def _spec_augment(log_mel: torch.Tensor, log_power: torch.Tensor, generator: torch.Generator):
-    """Two frequency bands and two time spans per clip set to the mean (0 after normalisation)."""
-    batch, mels, frames = log_mel.shape
-    bins = log_power.shape[1]
-    keep_mel = torch.ones_like(log_mel)
-    keep_power = torch.ones_like(log_power)
-    draws = torch.rand(batch, 8, generator=generator).tolist()
-    for b, (f0, f1, f2, f3, t0, t1, t2, t3) in enumerate(draws):
-        for start, width in ((f0, f1), (f2, f3)):
-            low, size = int(start * mels), int(width * 16)
-            keep_mel[b, low:low + size] = 0
-            keep_power[b, int(start * bins):int(start * bins) + int(width * 64)] = 0
-        for start, width in ((t0, t1), (t2, t3)):
-            low, size = int(start * frames), int(width * max(1, frames // 10))
-            keep_mel[b, :, low:low + size] = 0
-            keep_power[b, :, low:low + size] = 0
-    return log_mel * keep_mel, log_power * keep_power
-
-
-def _warp_frequency(features: torch.Tensor, factors: torch.Tensor, bin_hz: np.ndarray) -> torch.Tensor:
-    """Move each clip's spectrum from f to f * factor (formants shift, pitch and tempo stay): a
-    vocal-tract-length perturbation on features whose bins are centred at `bin_hz`, by interpolation."""
-    positions = np.arange(len(bin_hz), dtype=np.float64)
-    source = np.stack([np.interp(bin_hz / factor, bin_hz, positions) for factor in factors.tolist()])
-    source = torch.from_numpy(source).to(features.device, features.dtype)
-    low = source.floor().long()
-    high = (low + 1).clamp(max=len(bin_hz) - 1)
-    weight = (source - low)[:, :, None]
-
-    def take(index):
-        return features.gather(1, index[:, :, None].expand(-1, -1, features.shape[2]))
-
-    return take(low) * (1 - weight) + take(high) * weight
-
-
-@functools.lru_cache(maxsize=4)
-def _bin_centres_hz(power_n_fft: int) -> tuple[np.ndarray, np.ndarray]:
-    """Centre frequencies of the log-mel bins (filter centroids) and of the log-power bins; computed
-    once per size, not per training batch."""
-    fb = mel_filterbank(FRONTEND.sample_rate_hz, FRONTEND.n_fft, FRONTEND.num_mel_bins).astype(np.float64)
-    fft_hz = np.linspace(0, FRONTEND.sample_rate_hz / 2, fb.shape[0])
-    mel_hz = (fb * fft_hz[:, None]).sum(0) / np.maximum(fb.sum(0), 1e-12)
-    return mel_hz, np.linspace(0, FRONTEND.sample_rate_hz / 2, power_n_fft // 2 + 1)
-
-
-def _speed_batch(waves: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """_speed for a (batch, samples) stack, one factor per clip, by linear interpolation about the centre."""
-    length = waves.shape[1]
-    centre = (length - 1) / 2
-    source = (torch.arange(length, device=waves.device, dtype=waves.dtype)[None] - centre) * factors[:, None].to(
-        waves.dtype) + centre
-    inside = (source >= 0) & (source <= length - 1)
-    source = source.clamp(0, length - 1)
-    low = source.floor().long()
-    high = (low + 1).clamp(max=length - 1)
-    weight = source - low
-    return (waves.gather(1, low) * (1 - weight) + waves.gather(1, high) * weight) * inside
-
-
-def _speed(clip: torch.Tensor, factor: float) -> torch.Tensor:
-    """Play `factor` times faster (pitch moves with it), cropped or zero-padded to the same length."""
-    length = clip.shape[0]
-    stretched = F.interpolate(clip[None, None], size=max(2, int(round(length / factor))), mode="linear",
-                              align_corners=False)[0, 0]
-    if stretched.shape[0] >= length:
-        start = (stretched.shape[0] - length) // 2
-        return stretched[start:start + length]
-    pad = length - stretched.shape[0]
-    return F.pad(stretched, (pad // 2, pad - pad // 2))
-
-
-def evaluate(model: HEAR, data: LabelledAudio, device, batch_size: int = 64) -> float:
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(data.clips), batch_size):
-            clips = [torch.from_numpy(c).to(device) for c in data.clips[start:start + batch_size]]
-            predicted = batch_logits(model, clips).argmax(dim=1).cpu().numpy()
-            correct += int((predicted == np.array(data.targets[start:start + batch_size])).sum())
-    return correct / max(1, len(data.clips))
 
 
 def _initial_model(init, config, num_classes: int) -> HEAR:
@@ -333,11 +124,7 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
                 clips = [augment(c, rng) for c in clips]
             clips = [torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32)).to(device) for c in clips]
             if speed_range is not None:
-                factors = rng.uniform(*speed_range, size=len(clips))
-                if len({c.shape[0] for c in clips}) == 1:
-                    clips = list(_speed_batch(torch.stack(clips), torch.tensor(factors, device=device)))
-                else:
-                    clips = [_speed(c, float(f)) for c, f in zip(clips, factors)]
+                clips = speed_perturb(clips, rng.uniform(*speed_range, size=len(clips)))
             targets = torch.tensor([train_data.targets[i] for i in picked], device=device)
             warp = torch.tensor(rng.uniform(1 - frequency_warp, 1 + frequency_warp, size=len(clips)),
                                 device=device) if frequency_warp else None

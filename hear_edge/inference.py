@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import FORMAT_BACKEND, GraphSpec, Manifest, signature_name, verify_graph
-from .errors import BundleError, ClipTooLongError, LabelError
+from .bundle import GraphSpec, Manifest, signature_name, verify_graph
+from .errors import BundleError, ClipTooLongError, InvalidArgumentError, LabelError
 from .host import release_freed_heap
 from .windows import blend_weights, overlap_add, plan_windows
 
@@ -69,15 +69,21 @@ def check_label_count(manifest: Manifest, task_graph) -> None:
 
 
 class InferenceEngine:
-    """The graph half of the runtime: one format and precision of one bundle, stateless per call."""
+    """The graph half of the runtime: one format and precision of one bundle, stateless per call.
+
+    `backend` runs the graphs; None takes the first backend of `fmt` installed here (`format_backend`).
+    """
 
     def __init__(self, bundle_dir: str | Path, manifest: Manifest, fmt: str, precision: str,
-                 num_threads: int = 1):
-        from hear_edge.runtimes import open_graph
+                 num_threads: int = 1, backend: str | None = None):
+        from hear_edge.runtimes.base import BACKEND_FORMAT, format_backend, open_graph
 
         self.manifest = manifest
         self.format, self.precision = fmt, precision
-        self.backend = FORMAT_BACKEND[fmt]
+        self.backend = format_backend(fmt) if backend is None else backend
+        if BACKEND_FORMAT.get(self.backend, fmt) != fmt:
+            raise InvalidArgumentError(f"the {self.backend} backend runs {BACKEND_FORMAT[self.backend]} graphs, "
+                                       f"not {fmt}.")
         window_spec = manifest.graph("acoustic_window", fmt, precision)
         task_spec = manifest.graph("task", fmt, precision)
         if window_spec is None or task_spec is None:

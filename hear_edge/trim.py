@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bench import acoustic_macs
 from .errors import InvalidArgumentError
-from .finetune import LabelledAudio, batch_logits, epoch_batches, evaluate, start_run, write_sidecars
+from .macs import config_acoustic_macs
+from .training import LabelledAudio, batch_logits, epoch_batches, evaluate, start_run, write_sidecars
 from .model import HEAR, load_checkpoint
 
 logger = logging.getLogger("hear_edge")
@@ -213,7 +213,7 @@ def trim(checkpoint, data_dir, output, target_sparsity: float = 0.5, config=None
         raise InvalidArgumentError(f"the checkpoint's head has {classes} classes but the data has "
                                    f"{len(train_data.labels)} labels ({train_data.labels}); trim a checkpoint "
                                    f"fine-tuned on these labels (hear-edge finetune).")
-    before = parameter_count(model.acoustic_model), _macs(model)
+    before = parameter_count(model.acoustic_model), config_acoustic_macs(model.config, 10.0)  # per 10 s clip
     model.to(device)
     for parameter in model.acoustic_model.parameters():
         parameter.requires_grad_(False)
@@ -278,10 +278,6 @@ def trim(checkpoint, data_dir, output, target_sparsity: float = 0.5, config=None
     labels_file, config_file = write_sidecars(output, train_data.labels, trimmed.config, train_data)
     return TrimResult(output, labels_file, config_file, target_sparsity, masks.sparsity(), best_epoch,
                       best_accuracy, masks.kept_heads(), masks.kept_channels(),
-                      (before[0], parameter_count(trimmed.acoustic_model)), (before[1], _macs(trimmed)),
+                      (before[0], parameter_count(trimmed.acoustic_model)),
+                      (before[1], config_acoustic_macs(trimmed.config, 10.0)),
                       masks.kept_units(), history)
-
-
-def _macs(model: HEAR) -> float:
-    acoustic = model.config.to_dict()["acoustic_model"]
-    return acoustic_macs(acoustic, 10.0, acoustic["max_length"], acoustic["overlap"])

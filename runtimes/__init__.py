@@ -1,4 +1,4 @@
-"""Inference backends behind one small interface: onnxruntime and LiteRT, imported lazily."""
+"""Inference backends behind one small interface, one module each (see base.py), imported lazily."""
 
 from __future__ import annotations
 

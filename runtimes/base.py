@@ -1,4 +1,20 @@
-"""What a backend offers: open a graph file, run it on named numpy inputs."""
+"""The backend registry: every module of `runtimes/` is a backend, and declares itself at its top.
+
+A backend module declares (plain constants, read here without importing its runtime):
+
+- ``NAME``: what ``HearEdge.load(backend=...)`` takes. Several modules may declare one name: they
+  are that backend's runtimes, tried in ``PREFERENCE`` order (litert: ai-edge-litert, then
+  tflite-runtime).
+- ``FORMAT``: the bundle graph format it runs ("onnx", "tflite"); ``GRAPH_SUFFIX``: that format's
+  file ending. A format may have several backends.
+- ``RUNTIME_MODULE``: the module it imports, only when it is probed or opens a graph.
+- ``INSTALL``: what ``pip install`` brings it in (its extra).
+- ``PREFERENCE``: lower is tried first, by ``backend="auto"`` and among the modules of one name.
+- ``INT8_UNSUPPORTED``: None, or why its runtime computes int8 graphs wrong (they are refused there).
+
+and ``open_session(path, input_names, output_names, num_threads) -> GraphSession``. Adding a
+backend is adding such a file (and its pip extra); the tables below are derived from them.
+"""
 
 from __future__ import annotations
 
@@ -6,36 +22,18 @@ import contextlib
 import importlib
 import importlib.util
 import io
+import logging
+import pkgutil
 import sys
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from hear_edge.errors import BackendUnavailableError, BundleError, InvalidArgumentError
+from hear_edge.errors import BackendUnavailableError, BundleError, HearEdgeError, InvalidArgumentError
 
-# backend name -> (module inside hear_edge.runtimes, the package it needs, the pip extra)
-_BACKENDS = {
-    "onnx": ("onnx", "onnxruntime", "hear-edge[onnx]"),
-    "litert": ("litert", "ai_edge_litert", "hear-edge[litert]"),
-}
-# The bundle graph format each backend runs, and back: the one map of them (a new backend is a
-# module here, an entry in these tables and its pip extra).
-BACKEND_FORMAT = {"onnx": "onnx", "litert": "tflite"}
-FORMAT_BACKEND = {fmt: backend for backend, fmt in BACKEND_FORMAT.items()}
-# The module each backend imports, in order of preference: LiteRT falls back to tflite-runtime,
-# all that 32-bit Pi OS, old systems and Chaquopy offer.
-_RUNTIME_MODULES = {
-    "onnx": ("onnxruntime",),
-    "litert": ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"),
-}
-# Runtime packages that load int8 graphs but compute them wrong, and how: the one record of it,
-# read by `supports_int8` (and so by HearEdge.load's precision choice and the bench).
-INT8_UNSUPPORTED = {
-    "tflite_runtime": "tflite-runtime's int8 fully-connected kernels compute these graphs wrong (one nn.Linear "
-                      "through the int8 recipe: relative error 1.0 on 2.14, 7e-3 on ai-edge-litert)",
-}
-GRAPH_SUFFIX = {"onnx": ".onnx", "litert": ".tflite"}
+logger = logging.getLogger("hear_edge")
 
 
 class GraphSession(ABC):
@@ -56,15 +54,111 @@ class GraphSession(ABC):
         """The shape the graph itself declares for output `name` (ints; a free dimension is a str or None)."""
 
 
-def _probe(name: str) -> tuple[str | None, list[tuple[str, str]]]:
-    """(the first of the backend's runtime modules that imports, or None; why each installed one failed)."""
+# What a backend module declares, and the type of each.
+_DECLARED = {"NAME": str, "FORMAT": str, "GRAPH_SUFFIX": str, "RUNTIME_MODULE": str, "INSTALL": str,
+             "PREFERENCE": int, "INT8_UNSUPPORTED": (str, type(None))}
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class BackendModule:
+    """What one backend module declares (see the module docstring)."""
+
+    module: str               # its import name, e.g. hear_edge.runtimes.litert
+    name: str
+    format: str
+    graph_suffix: str
+    runtime_module: str
+    install: str
+    preference: int
+    int8_unsupported: str | None
+
+    @property
+    def package(self) -> str:
+        """The runtime's top-level package ("onnxruntime", "ai_edge_litert", "tflite_runtime")."""
+        return self.runtime_module.split(".")[0]
+
+    @property
+    def distribution(self) -> str:
+        """The runtime package's name on PyPI ("ai-edge-litert")."""
+        return self.package.replace("_", "-")
+
+
+def discover(package: str) -> tuple[BackendModule, ...]:
+    """The backend modules of `package`: each module in it but `base` and `_private` ones.
+
+    Raises:
+        HearEdgeError: a module that does not declare all a backend declares; no module at all.
+    """
+    found = []
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if info.name == "base" or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{package}.{info.name}")
+        wrong = [key for key, kind in _DECLARED.items() if not isinstance(getattr(module, key, _MISSING), kind)]
+        if not callable(getattr(module, "open_session", None)):
+            wrong.append("open_session")
+        if wrong:
+            raise HearEdgeError(f"{module.__name__} is not a backend module: it must declare {', '.join(_DECLARED)} "
+                                f"(see {__name__}) and define open_session(path, input_names, output_names, "
+                                f"num_threads); missing or of the wrong type: {', '.join(wrong)}.")
+        found.append(BackendModule(module.__name__, *(getattr(module, key) for key in _DECLARED)))
+    if not found:  # a frozen app that did not collect them, or an install that lost its files
+        raise HearEdgeError(f"no backend module found in {package}; reinstall hear-edge, or have a frozen app "
+                            f"include the modules of {package}.")
+    return tuple(found)
+
+
+class Registry:
+    """The tables derived from backend modules, each keyed as its name says; all in preference order.
+
+    Raises:
+        HearEdgeError: two modules that disagree on a backend's format or a format's file ending.
+    """
+
+    def __init__(self, modules: tuple[BackendModule, ...]):
+        self.modules = tuple(sorted(modules, key=lambda m: (m.preference, m.module)))
+        backends: dict[str, list[BackendModule]] = {}
+        formats: dict[str, list[str]] = {}
+        for module in self.modules:
+            for other in self.modules:
+                if (module.name == other.name and module.format != other.format) or \
+                        (module.format == other.format and module.graph_suffix != other.graph_suffix):
+                    raise HearEdgeError(f"{module.module} and {other.module} disagree: backend {module.name!r} runs "
+                                        f"{module.format} ({module.graph_suffix} files), {other.name!r} runs "
+                                        f"{other.format} ({other.graph_suffix} files).")
+            backends.setdefault(module.name, []).append(module)
+            names = formats.setdefault(module.format, [])
+            if module.name not in names:
+                names.append(module.name)
+        self.backends = {name: tuple(found) for name, found in backends.items()}  # name -> its modules
+        self.backend_format = {name: found[0].format for name, found in self.backends.items()}
+        self.format_backends = {fmt: tuple(names) for fmt, names in formats.items()}
+        self.graph_suffix = {module.format: module.graph_suffix for module in self.modules}
+        self.int8_unsupported = {module.package: module.int8_unsupported for module in self.modules
+                                 if module.int8_unsupported}
+
+
+# Read last, once every name a backend module imports from here is defined.
+_REGISTRY = Registry(discover(__package__))
+BACKEND_MODULES = _REGISTRY.modules           # every backend module, preferred first
+BACKENDS = _REGISTRY.backends                 # backend name -> its modules, preferred first
+BACKEND_FORMAT = _REGISTRY.backend_format      # backend name -> the graph format it runs
+FORMAT_BACKENDS = _REGISTRY.format_backends    # graph format -> the backends that run it
+GRAPH_SUFFIX = _REGISTRY.graph_suffix          # graph format -> its file ending
+INT8_UNSUPPORTED = _REGISTRY.int8_unsupported  # runtime package -> why its int8 results are wrong
+_warned: set[tuple[str, str]] = set()
+
+
+def _probe(name: str) -> tuple[BackendModule | None, list[tuple[str, str]]]:
+    """(the first of the backend's modules whose runtime imports, or None; why each installed one failed)."""
     failures = []  # (package, why)
-    for module in _RUNTIME_MODULES[name]:
+    for backend in _REGISTRY.backends[name]:
+        module = backend.runtime_module
         if sys.modules.get(module) is not None:  # imported already
-            return module, failures
-        package = module.split(".")[0]
+            return backend, failures
         try:
-            installed = importlib.util.find_spec(package) is not None
+            installed = importlib.util.find_spec(backend.package) is not None
         except (ImportError, ValueError):  # a broken entry in sys.modules
             installed = True
         if not installed:
@@ -77,17 +171,17 @@ def _probe(name: str) -> tuple[str | None, list[tuple[str, str]]]:
             why = f"{type(error).__name__}: {error}".strip().rstrip(":")
             if "_ARRAY_API not found" in printed.getvalue() and "_ARRAY_API" not in why:
                 why += ", after numpy printed 'AttributeError: _ARRAY_API not found': it was compiled for NumPy 1.x"
-            failures.append((package, why))
+            failures.append((backend.package, why))
             continue
         sys.stderr.write(printed.getvalue())
-        return module, failures
+        return backend, failures
     return None, failures
 
 
 def runtime_package(name: str) -> str | None:
     """The package the backend runs on here ("onnxruntime", "ai_edge_litert", "tflite_runtime"), or None."""
-    module, _ = _probe(name)
-    return module.split(".")[0] if module else None
+    backend, _ = _probe(name)
+    return backend.package if backend else None
 
 
 def backend_installed(name: str) -> bool:
@@ -101,15 +195,14 @@ def backend_problem(name: str) -> str | None:
     Tells a package that is not installed from one that is installed but fails to import (an
     onnxruntime built for numpy 1 under numpy 2 fails with "_ARRAY_API not found").
     """
-    module, failures = _probe(name)
-    if module is not None:
+    backend, failures = _probe(name)
+    if backend is not None:
         return None
-    _, package, extra = _BACKENDS[name]
+    preferred, *alternatives = _REGISTRY.backends[name]
     if not failures:
-        alternatives = [m.split(".")[0] for m in _RUNTIME_MODULES[name][1:]]
-        also = f" (or {', '.join(alternatives)})" if alternatives else ""
-        return (f"the {name} backend needs the {package} package{also}, which is not installed. "
-                f"Install it with: pip install '{extra}'")
+        also = f" (or {', '.join(m.package for m in alternatives)})" if alternatives else ""
+        return (f"the {name} backend needs the {preferred.package} package{also}, which is not installed. "
+                f"Install it with: pip install '{preferred.install}'")
     broken = " and ".join(package for package, _ in failures)
     why = failures[0][1] if len(failures) == 1 else "; ".join(f"{package}: {error}" for package, error in failures)
     dists = " ".join(package.replace("_", "-") for package, _ in failures)
@@ -124,18 +217,39 @@ def backend_problem(name: str) -> str | None:
 
 def supports_int8(name: str) -> bool:
     """Whether the backend computes int8 graphs right here (False on tflite-runtime)."""
-    return runtime_package(name) not in INT8_UNSUPPORTED
+    return runtime_package(name) not in _REGISTRY.int8_unsupported
+
+
+def int8_alternative(name: str) -> BackendModule | None:
+    """The preferred module of backend `name` that computes int8 right: what to install for int8 where
+    the runtime here does not (ai-edge-litert for litert on tflite-runtime), or None."""
+    return next((module for module in _REGISTRY.backends[name] if not module.int8_unsupported), None)
 
 
 def available_backends() -> list[str]:
     """Backends whose runtime package imports here, in order of preference."""
-    return [name for name in _BACKENDS if backend_installed(name)]
+    return [name for name in _REGISTRY.backends if backend_installed(name)]
+
+
+def format_backend(fmt: str) -> str:
+    """The backend that runs `fmt` graphs here: the first of FORMAT_BACKENDS[fmt] that imports, else the
+    first (whose `open_graph` then says what to install)."""
+    names = _REGISTRY.format_backends.get(fmt)
+    if not names:
+        raise InvalidArgumentError(f"no backend runs {fmt!r} graphs; backends run {sorted(_REGISTRY.format_backends)}.")
+    return next((name for name in names if backend_installed(name)), names[0])
 
 
 def open_graph(backend: str, path: str | Path, input_names, output_names, num_threads: int = 1) -> GraphSession:
-    if backend not in _BACKENDS:
-        raise InvalidArgumentError(f"unknown backend {backend!r}; expected one of {sorted(_BACKENDS)}.")
-    module_name = _BACKENDS[backend][0]
+    """Open one graph file on `backend`, on the first of its runtimes that imports here.
+
+    Raises:
+        InvalidArgumentError: an unknown backend, a num_threads that is not a positive int.
+        BackendUnavailableError: no runtime of the backend imports here (what to install, or why it fails).
+        BundleError: the file is missing or the runtime cannot load it.
+    """
+    if backend not in _REGISTRY.backends:
+        raise InvalidArgumentError(f"unknown backend {backend!r}; expected one of {sorted(_REGISTRY.backends)}.")
     problem = backend_problem(backend)
     if problem:
         raise BackendUnavailableError(problem)
@@ -144,5 +258,11 @@ def open_graph(backend: str, path: str | Path, input_names, output_names, num_th
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"graph file {path} is missing.")
-    module = importlib.import_module(f"hear_edge.runtimes.{module_name}")
+    chosen, failures = _probe(backend)
+    for package, why in failures:
+        if (chosen.package, package) not in _warned:
+            _warned.add((chosen.package, package))
+            logger.warning("the %s backend runs on %s: %s is installed but fails to import (%s)", backend,
+                           chosen.package, package, why)
+    module = importlib.import_module(chosen.module)
     return module.open_session(path, input_names, output_names, num_threads)

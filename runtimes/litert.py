@@ -1,4 +1,4 @@
-"""LiteRT backend: ai-edge-litert, or tflite-runtime where that is all there is.
+"""LiteRT backend on ai-edge-litert; `tflite_runtime.py` is the same backend on tflite-runtime.
 
 litert-torch names a signature's inputs args_0, args_1, ... and its outputs output_0, ... in the
 order the torch module takes and returns them; this maps them back to the manifest's names.
@@ -7,32 +7,30 @@ order the torch module takes and returns them; this maps them back to the manife
 from __future__ import annotations
 
 import importlib
-import logging
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from hear_edge.errors import BackendUnavailableError, BundleError
+from hear_edge.errors import BundleError
 
-from .base import GraphSession, _probe, backend_problem
+from .base import GraphSession
 
-logger = logging.getLogger("hear_edge")
-
-_module, _failures = _probe("litert")
-if _module is None:
-    raise BackendUnavailableError(backend_problem("litert"))
-for _package, _error in _failures:
-    logger.warning("LiteRT runs on %s: %s is installed but fails to import (%s)", _module.split(".")[0],
-                   _package, _error)
-Interpreter = importlib.import_module(_module).Interpreter
+# Its declaration (runtimes/base.py reads these; the interpreter is imported when a graph is opened).
+NAME = "litert"
+FORMAT = "tflite"
+GRAPH_SUFFIX = ".tflite"
+RUNTIME_MODULE = "ai_edge_litert.interpreter"
+INSTALL = "hear-edge[litert]"
+PREFERENCE = 20
+INT8_UNSUPPORTED = None
 
 
 class LiteRtSession(GraphSession):
-    def __init__(self, path: Path, input_names, output_names, num_threads: int):
+    def __init__(self, interpreter_class, path: Path, input_names, output_names, num_threads: int):
         super().__init__(path, input_names, output_names, num_threads)
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            self.interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
         except Exception as error:  # the interpreter raises plain ValueError/RuntimeError for bad files
             raise BundleError(f"LiteRT cannot load {path}: {error}") from None
         self.signatures = list(self.interpreter.get_signature_list())
@@ -63,5 +61,7 @@ class LiteRtSession(GraphSession):
             return {name: np.array(outputs[f"output_{i}"]) for i, name in enumerate(self.output_names)}
 
 
-def open_session(path, input_names, output_names, num_threads) -> LiteRtSession:
-    return LiteRtSession(path, input_names, output_names, num_threads)
+def open_session(path, input_names, output_names, num_threads, runtime_module: str = RUNTIME_MODULE) -> LiteRtSession:
+    """A session on the `Interpreter` of `runtime_module` (any module with the tflite Interpreter API)."""
+    return LiteRtSession(importlib.import_module(runtime_module).Interpreter, path, input_names, output_names,
+                         num_threads)

@@ -5,16 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from hear_edge.errors import BundleError
 
 from .base import GraphSession
 
+# Its declaration (runtimes/base.py reads these; onnxruntime itself is imported when a graph is opened).
+NAME = "onnx"
+FORMAT = "onnx"
+GRAPH_SUFFIX = ".onnx"
+RUNTIME_MODULE = "onnxruntime"
+INSTALL = "hear-edge[onnx]"
+PREFERENCE = 10
+INT8_UNSUPPORTED = None
+
 
 class OnnxSession(GraphSession):
     def __init__(self, path: Path, input_names, output_names, num_threads: int):
         super().__init__(path, input_names, output_names, num_threads)
+        import onnxruntime as ort  # here, not at the top: the registry reads this module without it
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1

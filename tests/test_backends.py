@@ -112,3 +112,141 @@ def test_int8_is_supported_where_the_runtime_is_not_in_the_record():
     if base.runtime_package("litert") not in (None, "tflite_runtime"):
         assert base.supports_int8("litert")
     assert set(base.INT8_UNSUPPORTED) == {"tflite_runtime"}
+
+
+# ---- the registry: each module of runtimes/ is one backend, and declares itself ----
+
+def _literals(path) -> set[str]:
+    """Every string constant in a Python file but its docstrings."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return {node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings}
+
+
+def test_the_registry_is_the_modules_of_runtimes_and_what_each_declares():
+    import importlib
+    from pathlib import Path
+
+    folder = Path(base.__file__).parent
+    assert {m.module.rsplit(".", 1)[1] for m in base.BACKEND_MODULES} == \
+        {p.stem for p in folder.glob("*.py")} - {"__init__", "base"} == {"onnx", "litert", "tflite_runtime"}
+    assert [m.name for m in base.BACKEND_MODULES] == ["onnx", "litert", "litert"]  # by PREFERENCE
+    backend_words, format_words = set(), set()
+    for entry in base.BACKEND_MODULES:
+        module = importlib.import_module(entry.module)
+        assert (entry.name, entry.format, entry.graph_suffix, entry.runtime_module, entry.install,
+                entry.int8_unsupported) == (module.NAME, module.FORMAT, module.GRAPH_SUFFIX, module.RUNTIME_MODULE,
+                                            module.INSTALL, module.INT8_UNSUPPORTED)
+        assert base.BACKEND_FORMAT[module.NAME] == module.FORMAT and module.NAME in base.FORMAT_BACKENDS[module.FORMAT]
+        assert base.GRAPH_SUFFIX[module.FORMAT] == module.GRAPH_SUFFIX
+        assert base.INT8_UNSUPPORTED.get(entry.package) == module.INT8_UNSUPPORTED
+        assert entry in base.BACKENDS[module.NAME]
+        backend_words |= {module.NAME, module.RUNTIME_MODULE, entry.package, module.INSTALL}
+        format_words |= {module.FORMAT, module.GRAPH_SUFFIX}
+    assert base.BACKENDS["litert"][0].package == "ai_edge_litert"  # tried before tflite_runtime
+    # No table in base.py names a backend or a format: they all come from the modules. The modules
+    # that use the map name no backend either (a format, such as "onnx", is part of the bundle's contract).
+    assert not (backend_words | format_words) & _literals(folder / "base.py")
+    for name in ("bundle", "classifier", "inference", "bench", "cli"):
+        path = REPO_ROOT / "hear_edge" / f"{name}.py"
+        assert not (backend_words - format_words) & _literals(path), path
+
+
+FAKE_BACKEND = '''
+NAME = "fakevino"
+FORMAT = "onnx"
+GRAPH_SUFFIX = ".onnx"
+RUNTIME_MODULE = "json"
+INSTALL = "hear-edge[fakevino]"
+PREFERENCE = 15
+INT8_UNSUPPORTED = None
+opened = []
+
+
+def open_session(path, input_names, output_names, num_threads):
+    opened.append((path, num_threads))
+    return "a fakevino session"
+'''
+
+
+def test_a_new_backend_is_one_file_and_shares_a_format(tmp_path, monkeypatch):
+    package = tmp_path / "more_runtimes"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "fakevino.py").write_text(FAKE_BACKEND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = base.Registry(base.BACKEND_MODULES + base.discover("more_runtimes"))
+    assert registry.format_backends["onnx"] == ("onnx", "fakevino")  # one format, two backends, in order
+    assert registry.backend_format["fakevino"] == "onnx" and "fakevino" not in base.BACKEND_FORMAT
+    monkeypatch.setattr(base, "_REGISTRY", registry)
+    assert base.backend_problem("fakevino") is None and base.runtime_package("fakevino") == "json"
+    assert list(registry.backends) == ["onnx", "fakevino", "litert"] and "fakevino" in base.available_backends()
+    graph = TINY_ONNX_BUNDLE / "task.fp32.onnx"
+    assert base.open_graph("fakevino", graph, ["a"], ["b"], num_threads=2) == "a fakevino session"
+    assert sys.modules["more_runtimes.fakevino"].opened == [(graph, 2)]
+
+
+def test_a_module_that_declares_too_little_a_disagreement_or_no_module_is_named(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for package, files, message in (
+            ("half_runtimes", {"half.py": 'NAME = "half"\nPREFERENCE = "first"\n'},
+             r"half_runtimes\.half is not a backend module: it must declare NAME, FORMAT, GRAPH_SUFFIX, "
+             r"RUNTIME_MODULE, INSTALL, PREFERENCE, INT8_UNSUPPORTED .* missing or of the wrong type: FORMAT, "
+             r"GRAPH_SUFFIX, RUNTIME_MODULE, INSTALL, PREFERENCE, INT8_UNSUPPORTED, open_session\."),
+            ("odd_runtimes", {"a.py": FAKE_BACKEND, "b.py": FAKE_BACKEND.replace('"onnx"', '"tflite"')},
+             r"odd_runtimes\.a and odd_runtimes\.b disagree: backend 'fakevino' runs onnx"),
+            ("no_runtimes", {}, r"no backend module found in no_runtimes")):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+        for name, text in files.items():
+            (tmp_path / package / name).write_text(text)
+        with pytest.raises(HearEdgeError, match=message):
+            base.Registry(base.discover(package))
+
+
+@pytest.fixture
+def litert_on_tflite_runtime(monkeypatch):
+    """ai_edge_litert absent and a tflite_runtime.interpreter in its place (its Interpreter is ai-edge-litert's,
+    recording what it opens): the litert backend then runs on runtimes/tflite_runtime.py."""
+    import types
+
+    interpreter = pytest.importorskip("ai_edge_litert.interpreter")
+
+    class Recording(interpreter.Interpreter):
+        opened = []
+
+        def __init__(self, model_path, **kwargs):
+            Recording.opened.append(model_path)
+            super().__init__(model_path=model_path, **kwargs)
+
+    fake = types.ModuleType("tflite_runtime.interpreter")
+    fake.Interpreter = Recording
+    for name in ("ai_edge_litert", "ai_edge_litert.interpreter"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "tflite_runtime", types.ModuleType("tflite_runtime"))
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", fake)
+    return Recording
+
+
+def test_the_litert_backend_falls_back_to_the_tflite_runtime_module(litert_on_tflite_runtime):
+    from hear_edge.classifier import default_bundle_path
+    from hear_edge.errors import BundleError
+
+    assert base.runtime_package("litert") == "tflite_runtime" and not base.supports_int8("litert")
+    bundle = default_bundle_path()  # its graphs are int8 only
+    graph = bundle / "task.int8.tflite"
+    session = base.open_graph("litert", graph, ["acoustic", "spectrum_pairs", "valid_frames"], ["logits", "pooled"])
+    assert litert_on_tflite_runtime.opened == [str(graph)] and session.signatures
+    with pytest.raises(BackendUnavailableError, match=r"int8 graphs are refused on tflite_runtime: tflite-runtime's "
+                                                      r"int8 fully-connected kernels .* Use precision='fp32' \(or "
+                                                      r"'auto'\), or install ai-edge-litert \(pip install "
+                                                      r"'hear-edge\[litert\]'\) for int8\.$"):
+        HearEdge.load(bundle, backend="litert", precision="int8")
+    with pytest.raises(BundleError, match=r"only tflite \['int8'\] graphs, and the litert backend on tflite_runtime "
+                                          r"cannot run int8: .* or install ai-edge-litert\.$"):
+        HearEdge.load(bundle, backend="litert")

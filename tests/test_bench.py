@@ -4,8 +4,9 @@ import shutil
 import numpy as np
 import pytest
 
-from hear_edge.bench import _percentile, compare, markdown_table, model_flops, run_bench
+from hear_edge.bench import _percentile, compare, markdown_table, run_bench
 from hear_edge.bundle import Manifest, read_manifest
+from hear_edge.macs import model_flops
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ from conftest import TINY_GOLDEN  # noqa: E402
 from hear_edge import HearEdge  # noqa: E402
 from hear_edge.export import export_bundle  # noqa: E402
 from hear_edge.errors import CheckpointError, InvalidArgumentError  # noqa: E402
-from hear_edge.finetune import _initial_model, finetune, read_labelled_folders  # noqa: E402
+from hear_edge.finetune import _initial_model, finetune  # noqa: E402
 from hear_edge.model import load_checkpoint  # noqa: E402
+from hear_edge.training import read_labelled_folders, speed_perturb  # noqa: E402
 
 
 def _make_tone_set(root, per_class=12, seed=0):
@@ -85,7 +86,7 @@ def test_reading_labelled_folders(tone_set):
 
 
 def test_frequency_warp_moves_the_spectrum_from_f_to_f_times_factor():
-    from hear_edge.finetune import _bin_centres_hz, _warp_frequency
+    from hear_edge.training import _bin_centres_hz, _warp_frequency
 
     model = load_checkpoint(TINY_GOLDEN / "state_dict.pt")
     mel_hz, power_hz = _bin_centres_hz(model.preprocessor.n_fft)
@@ -100,6 +101,25 @@ def test_frequency_warp_moves_the_spectrum_from_f_to_f_times_factor():
     mel[0, peak] = 1.0
     moved = _warp_frequency(mel, torch.tensor([1.2]), mel_hz)[0, :, 0].argmax().item()
     assert abs(mel_hz[moved] - 1.2 * mel_hz[peak]) < 0.05 * mel_hz[peak]
+
+
+def test_speed_perturbation_gives_a_clip_the_same_samples_in_any_batch():
+    rng = np.random.default_rng(0)
+    clip, twin, other = (torch.from_numpy(rng.standard_normal(n).astype(np.float32)) for n in (16000, 16000, 12000))
+    for factor in (0.8, 1.13, 1.25):
+        among_equal = speed_perturb([clip, twin], [factor, 0.9])[0]  # a batch that could be stacked
+        among_mixed = speed_perturb([clip, other], [factor, 0.9])[0]  # one that cannot
+        assert torch.equal(among_equal, among_mixed), factor
+        assert torch.equal(speed_perturb([clip], [factor])[0], among_equal), factor
+
+
+def test_speed_perturbation_plays_faster_about_the_centre_at_the_same_length():
+    ramp = torch.arange(101, dtype=torch.float32)  # sample t holds t, so the output shows where it read
+    assert torch.equal(speed_perturb([ramp], [1.0])[0], ramp)
+    assert torch.allclose(speed_perturb([ramp], [0.5])[0], 50 + (ramp - 50) * 0.5)
+    inside = (ramp >= 25) & (ramp <= 75)  # at twice the speed only these read inside the clip
+    assert torch.allclose(speed_perturb([ramp], [2.0])[0], torch.where(inside, 50 + (ramp - 50) * 2, 0.0))
+    assert [tuple(c.shape) for c in speed_perturb([ramp, ramp[:50]], [1.2, 0.8])] == [(101,), (50,)]
 
 
 @pytest.mark.slow

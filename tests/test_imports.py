@@ -10,7 +10,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 def test_package_and_frontend_import_no_torch():
     result = _run("import sys, hear_edge, hear_edge.frontend, hear_edge.windows, hear_edge.config, "
-                  "hear_edge.gates, hear_edge.segments, hear_edge.bench\n"
+                  "hear_edge.gates, hear_edge.segments, hear_edge.bench, hear_edge.macs\n"
                   "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorflow')))")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -9,7 +9,7 @@ from conftest import REAL_AUDIO, TINY_GOLDEN, TINY_LABELS  # noqa: E402
 from test_finetune import _make_tone_set  # noqa: E402
 
 from hear_edge import HearEdge  # noqa: E402
-from hear_edge.bench import acoustic_macs, acoustic_window_macs  # noqa: E402
+from hear_edge.macs import acoustic_macs, acoustic_window_macs  # noqa: E402
 from hear_edge.cli import main  # noqa: E402
 from hear_edge.config import HearConfig  # noqa: E402
 from hear_edge.errors import ConfigError, InvalidArgumentError  # noqa: E402
