@@ -74,6 +74,39 @@ def test_accuracy_on_the_fixed_heldout_subsets(subset, backend):
     assert correct / total >= CARD_SUBSET_ACCURACY[subset] - MARGIN, correct / total
 
 
+HELDOUT_STREAM = REPO_ROOT / "tests" / "data" / "kws_stream" / "heldout.flac"
+# MODEL_CARD.md: on this 3-minute stream (held-out voices and noises; `kws.py stream --split test
+# --minutes 3 --seed 2`), at the bundle's recommended threshold. Margins: 3 keywords of recall, 2
+# false alarms over the 3 minutes, for other CPUs and runtime versions.
+CARD_STREAM = {"recall": 0.300, "false_alarms_per_minute": 0.0}
+STREAM_RECALL_MARGIN, STREAM_FALSE_ALARM_MARGIN = 3, 2
+
+
+@pytest.mark.parametrize("backend", ["onnx", "litert"])
+def test_detections_on_the_fixed_heldout_stream_at_the_recommended_threshold(backend):
+    if backend == "litert":
+        pytest.importorskip("ai_edge_litert", reason="the int8 TFLite graphs need ai-edge-litert")
+    sys.path.insert(0, str(REPO_ROOT / "examples"))
+    import json
+
+    from evaluate_stream import score, stream_results
+
+    from hear_edge.streaming import replay_detections
+
+    model = HearEdge.load(backend=backend)
+    threshold = model.manifest.stream_score_threshold
+    assert threshold is not None and model.create_stream().score_threshold == threshold
+    words = json.loads(HELDOUT_STREAM.with_suffix(".json").read_text())
+    results, _ = stream_results(model, HELDOUT_STREAM, None, None)
+    minutes = words["seconds"] / 60
+    figures = score(replay_detections(results, model.labels, model.manifest.background_labels, threshold),
+                    words["events"], minutes, set(model.manifest.background_labels))
+    assert figures["keywords"] >= 30
+    assert figures["detected"] >= round(CARD_STREAM["recall"] * figures["keywords"]) - STREAM_RECALL_MARGIN, figures
+    assert figures["false_alarms"] <= round(CARD_STREAM["false_alarms_per_minute"] * minutes) \
+        + STREAM_FALSE_ALARM_MARGIN, figures
+
+
 @pytest.mark.parametrize("word", ["yes", "stop", "go", "left"])
 def test_the_readme_main_job_prints_the_right_keyword(word):
     clip = Path("examples") / "clips" / f"{word}.wav"
