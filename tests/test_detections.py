@@ -101,6 +101,7 @@ def test_replay_gives_the_streams_own_detections_at_every_threshold():
 
 
 def test_export_checks_the_detection_settings_before_any_work():
+    pytest.importorskip("torch", reason="export needs torch")
     from hear_edge.export.api import _detection_settings
 
     labels = ["yes", "no", "_unknown_"]
