@@ -131,8 +131,8 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
             checkpoint's `.training.json` (fine-tuning writes it), else it stays unknown.
         stream_context_seconds, stream_hop_seconds: the stream a user gets by default; None
             derives them from `clip_seconds` (`hear_edge.bundle.stream_settings`).
-        stream_score_threshold: the detection threshold streams take by default (measure it on a
-            held-out stream: `examples/evaluate_stream.py`); None records none.
+        stream_score_threshold: the detection threshold streams take by default (choose it on a
+            validation stream: `examples/evaluate_stream.py`); None records none.
         background_labels: labels that are never detections; None takes
             `hear_edge.bundle.default_background_labels` (`_unknown_`, `_silence_`, ...).
 

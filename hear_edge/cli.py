@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--stream-hop", type=float, help="default stream hop in seconds (default: a quarter "
                         "of the context, at most 1 s)")
     export.add_argument("--stream-threshold", type=float, help="recommended stream detection threshold, "
-                        "measured on a held-out stream (default: none)")
+                        "chosen on a validation stream (default: none)")
     export.add_argument("--background-label", action="append", help="a label streams never report as a "
                         "detection; repeat for several (default: the labels between underscores, e.g. _unknown_)")
     export.add_argument("--force", action="store_true", help="write a bundle that misses its parity gate, "
