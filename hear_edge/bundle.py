@@ -110,7 +110,7 @@ class Manifest:
     description: str = ""
     # How to stream this model: {"clip_seconds": the length the head was trained on (None if
     # unknown), "context_seconds", "hop_seconds", optionally "score_threshold" (the recommended
-    # detection threshold, measured on a held-out stream) and "background_labels" (labels that are
+    # detection threshold, chosen on a validation stream) and "background_labels" (labels that are
     # never detections)}; empty in bundles older than schema 2.
     streaming: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION

@@ -368,7 +368,7 @@ class HearEdge:
                 segment (`segment_samples`: 30 s for the official model).
             score_threshold: a result's categories below it are dropped and it sets which results
                 are detections (`ClassificationResult.detection`). "auto" takes the bundle's
-                recommended threshold (`manifest.stream_score_threshold`, measured on a held-out
+                recommended threshold (`manifest.stream_score_threshold`, chosen on a validation
                 stream), or None where it has none; None keeps every score and detects any score.
             max_results, allowlist, denylist: as for `classify`.
         """

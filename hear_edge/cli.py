@@ -133,9 +133,10 @@ def _stream(args: argparse.Namespace) -> int:
     import time
 
     model = _load_model(args)
-    threshold = "auto" if args.threshold is None else args.threshold
+    # --threshold wins; else --all shows every score and detections print at the bundle's threshold.
+    threshold = args.threshold if args.threshold is not None else None if args.all else "auto"
     stream = model.create_stream(hop_seconds=args.hop, context_seconds=args.context, max_results=args.top_k,
-                                 score_threshold=None if args.all and args.threshold is None else threshold)
+                                 score_threshold=threshold)
     if not args.all:
         chosen = stream.score_threshold
         logging.getLogger("hear_edge").info(

@@ -250,15 +250,14 @@ def open_graph(backend: str, path: str | Path, input_names, output_names, num_th
     """
     if backend not in _REGISTRY.backends:
         raise InvalidArgumentError(f"unknown backend {backend!r}; expected one of {sorted(_REGISTRY.backends)}.")
-    problem = backend_problem(backend)
-    if problem:
-        raise BackendUnavailableError(problem)
+    chosen, failures = _probe(backend)
+    if chosen is None:
+        raise BackendUnavailableError(backend_problem(backend))
     if not isinstance(num_threads, int) or num_threads < 1:
         raise InvalidArgumentError(f"num_threads must be a positive int, got {num_threads!r}.")
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"graph file {path} is missing.")
-    chosen, failures = _probe(backend)
     for package, why in failures:
         if (chosen.package, package) not in _warned:
             _warned.add((chosen.package, package))
