@@ -1,4 +1,4 @@
-"""Microphone input for `hear-edge stream --mic`, through sounddevice (PortAudio): `pip install "hear-edge[mic]"`."""
+"""Microphone input for `hear-edge stream --mic`, through sounddevice (PortAudio), the `mic` extra."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 
 from .errors import AudioDeviceError
 
-MIC_EXTRA = 'pip install "hear-edge[mic]"'
+# As every extra is named (hear-edge is installed from a checkout or a built wheel, not an index).
+MIC_EXTRA = "pip install '.[mic]' in a hear-edge checkout (or 'hear-edge[mic]' from a built wheel)"
 PORTAUDIO_PACKAGE = "libportaudio2"
 LIST_HINT = "`hear-edge stream --list-devices` lists them"
 

@@ -169,7 +169,7 @@ def _one_error_line(result, *parts):
 
 def test_mic_without_sounddevice_names_the_extra():
     result = _cli("stream", "--mic", "--bundle", TINY, prelude="import sys\nsys.modules['sounddevice'] = None\n")
-    _one_error_line(result, "needs the sounddevice package", 'pip install "hear-edge[mic]"')
+    _one_error_line(result, "needs the sounddevice package", "pip install '.[mic]'", "'hear-edge[mic]'")
 
 
 def test_mic_without_portaudio_names_the_system_package(tmp_path):
@@ -380,3 +380,35 @@ def test_a_resized_graph_of_another_variant_fails_the_load(tmp_path):
                                           rf"{size}.*Re-copy the bundle"):
         HearEdge.load(copy, backend="onnx", precision="fp32")
     assert (copy / CHECKSUM_NAME).is_file()
+
+
+# ---- 7. the README starts with the user's path, and its commands parse ----
+
+def _user_path():
+    text = (REPO_ROOT / "README.md").read_text()
+    return text[:text.index("\n## The default model")]
+
+
+def test_the_readme_starts_with_install_classify_microphone_and_export():
+    head = _user_path()
+    first_block = head.split("```")[1]
+    assert 'pip install -e ".[onnx]" && hear-edge classify examples/clips/yes.wav' in first_block
+    assert 'pip install -e ".[all]" && python3 -m pytest -q' in first_block
+    titles = re.findall(r"^## (.+)$", head, re.M)
+    assert titles[:4] == ["Install: which extra on which device", "First classify", "Stream from the microphone",
+                          "Your own model: the official checkpoint, fine-tuning, export"]
+    assert "Where each rule lives" not in (REPO_ROOT / "README.md").read_text()
+    assert "## Where each rule lives" in (REPO_ROOT / "ARCHITECTURE.md").read_text()
+
+
+def test_every_command_on_the_readmes_first_screens_parses():
+    import shlex
+
+    parser = build_parser()
+    blocks = re.findall(r"```bash\n(.*?)```", _user_path(), re.S)
+    commands = [shlex.split(line, comments=True) for block in blocks
+                for line in block.replace("\\\n", " ").splitlines()]
+    commands = [c[c.index("hear-edge") + 1:] for c in commands if "hear-edge" in c]
+    assert len(commands) >= 8
+    for command in commands:
+        parser.parse_args(command)  # argparse exits (a failure here) on an unknown flag or a bad value
