@@ -394,18 +394,23 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    import inspect
+
+    from .classifier import DEFAULT_MAX_RESULTS, HearEdge
     from .runtimes.base import BACKENDS
 
+    # The defaults are the library's (HearEdge.load's signature, DEFAULT_MAX_RESULTS), not retyped here.
+    load = {name: p.default for name, p in inspect.signature(HearEdge.load).parameters.items()}
     runtimes = ", ".join(f"{name} ({' or '.join(m.distribution for m in found)})" for name, found in BACKENDS.items())
     parser.add_argument("--bundle", help="bundle folder (default: the bundle shipped with hear-edge)")
-    parser.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
-                        help=f"{runtimes}, or auto: the first installed one the bundle has graphs for (default auto)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"],
-                        help="auto: int8 where it passed its parity gate and the backend runs it right, "
-                             "else fp32 (default auto)")
-    from .classifier import DEFAULT_MAX_RESULTS
-
-    parser.add_argument("--threads", type=_positive_int, default=1, help="backend threads (default 1)")
+    parser.add_argument("--backend", default=load["backend"], choices=["auto", *BACKENDS],
+                        help=f"{runtimes}, or auto: the first installed one the bundle has graphs for "
+                             f"(default {load['backend']})")
+    parser.add_argument("--precision", default=load["precision"], choices=["auto", "fp32", "int8"],
+                        help=f"auto: int8 where it passed its parity gate and the backend runs it right, "
+                             f"else fp32 (default {load['precision']})")
+    parser.add_argument("--threads", type=_positive_int, default=load["num_threads"],
+                        help=f"backend threads (default {load['num_threads']})")
     parser.add_argument("--top-k", type=_positive_int, default=DEFAULT_MAX_RESULTS,
                         help=f"categories to show (default {DEFAULT_MAX_RESULTS})")
 

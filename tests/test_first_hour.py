@@ -257,7 +257,11 @@ def test_an_unreadable_file_shows_no_python_object(tmp_path, capsys):
 def test_top_k_defaults_to_the_librarys_max_results():
     from hear_edge.cluster import run_on_cluster
 
-    assert build_parser().parse_args(["classify", "x.wav"]).top_k == DEFAULT_MAX_RESULTS
+    parsed = build_parser().parse_args(["classify", "x.wav"])
+    assert parsed.top_k == DEFAULT_MAX_RESULTS
+    load = inspect.signature(HearEdge.load).parameters
+    assert (parsed.backend, parsed.precision, parsed.threads) == \
+        (load["backend"].default, load["precision"].default, load["num_threads"].default)
     for function in (HearEdge.classify, HearEdge.create_stream):
         assert inspect.signature(function).parameters["max_results"].default == DEFAULT_MAX_RESULTS
     for function in (batch.run_batch, run_on_cluster):
