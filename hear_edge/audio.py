@@ -119,7 +119,7 @@ def _read_blocks(path, handle, sound, rate: int, declared: int | None, block_fra
 def _reason(error: Exception) -> str:
     """libsndfile's own words, without the repr of the file object soundfile was handed."""
     reason = getattr(error, "error_string", None) or str(error)
-    return re.sub(r"<[^<>]*>:?\s*", "", reason).strip().rstrip(".") or type(error).__name__
+    return re.sub(r"(Error opening )?<[^<>]*>:?\s*", "", reason).strip().rstrip(".") or type(error).__name__
 
 
 def _wav_declared_frames(handle) -> int | None:

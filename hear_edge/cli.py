@@ -176,6 +176,8 @@ def _stream(args: argparse.Namespace) -> int:
         args.parser.error("give an audio FILE to stream, or --mic to listen to the microphone")
     if args.device is not None and not args.mic:
         args.parser.error("--device needs --mic")
+    if args.realtime and args.mic:
+        args.parser.error("--realtime paces a FILE; the microphone is real time already")
     microphone = None
     if args.mic:  # before the model loads: a missing microphone is the first thing to say
         from .microphone import Microphone
