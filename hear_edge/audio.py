@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,15 @@ import numpy as np
 from .errors import InvalidAudioError
 from .frontend import SAMPLE_RATE_HZ
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif"}
+# The file suffixes a folder is searched for (classify, training, calibration): what libsndfile reads.
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au",
+                            ".snd", ".caf", ".w64", ".rf64"})
+# Formats (soundfile's `format`) whose header frame count is exact, so a short read means a truncated
+# file. Others (MP3: a header's count is an estimate, off by the encoder's padding) are what decodes.
+EXACT_FRAME_COUNT_FORMATS = frozenset({"WAV", "WAVEX", "RF64", "W64", "FLAC", "AIFF", "AU", "CAF", "OGG"})
+# A chunk of one frame, shape (1, c), is taken as one frame of c channels up to this many channels
+# (more: it is a (channels, samples) array to transpose); see `check_array`.
+MAX_ONE_FRAME_CHANNELS = 8
 MIN_RATE_HZ = 8000
 MAX_RATE_HZ = 192000
 # Float audio is in [-1, 1]; up to +6 dB over is kept for slightly overdriven float audio (inter-sample
@@ -28,8 +37,9 @@ def audio_blocks(path: str | Path, block_frames: int = READ_BLOCK_FRAMES) -> tup
 
     The one file reader: non-regular files (pipes, devices, folders) are refused before they are
     opened, since reading one can block forever; a file with fewer frames than its header declares
-    (truncated), damaged data or NaN samples raises when the blocks reach it; the file is closed on
-    every path.
+    (truncated: only for formats whose count is exact, `EXACT_FRAME_COUNT_FORMATS`; an MP3's count
+    is an estimate, so what decodes is the audio), damaged data or NaN samples raises when the blocks
+    reach it; the file is closed on every path.
 
     Raises:
         InvalidAudioError: missing, not a regular file, not audio, an unsupported rate; while
@@ -64,14 +74,16 @@ def audio_blocks(path: str | Path, block_frames: int = READ_BLOCK_FRAMES) -> tup
         try:
             sound = soundfile.SoundFile(handle)
         except (RuntimeError, ValueError, TypeError) as error:  # soundfile's LibsndfileError is a RuntimeError
-            raise InvalidAudioError(f"{path} is not audio that soundfile can read ({error}); formats it "
-                                    f"reads include WAV, FLAC, OGG/Vorbis, Opus and MP3.") from None
+            raise InvalidAudioError(f"{path} is not audio that soundfile can read ({_reason(error)}); formats "
+                                    f"it reads include WAV, FLAC, OGG/Vorbis, Opus and MP3.") from None
         try:
             rate = check_sample_rate(sound.samplerate)
         except InvalidAudioError as error:
             sound.close()
             raise InvalidAudioError(f"{path}: {error}") from None
-        if declared is None and sound.frames > 0:
+        if sound.format not in EXACT_FRAME_COUNT_FORMATS:
+            declared = None
+        elif declared is None and sound.frames > 0:
             declared = sound.frames
     except BaseException:
         handle.close()
@@ -86,8 +98,8 @@ def _read_blocks(path, handle, sound, rate: int, declared: int | None, block_fra
             try:
                 block = sound.read(block_frames, dtype="float32", always_2d=True)
             except RuntimeError as error:
-                raise InvalidAudioError(f"{path} is damaged {read / rate:.2f} s in ({error}); re-copy or "
-                                        f"re-encode the file.") from None
+                raise InvalidAudioError(f"{path} is damaged {read / rate:.2f} s in ({_reason(error)}); re-copy "
+                                        f"or re-encode the file.") from None
             if not len(block):
                 break
             if not np.isfinite(block).all():
@@ -102,6 +114,12 @@ def _read_blocks(path, handle, sound, rate: int, declared: int | None, block_fra
     finally:
         sound.close()
         handle.close()
+
+
+def _reason(error: Exception) -> str:
+    """libsndfile's own words, without the repr of the file object soundfile was handed."""
+    reason = getattr(error, "error_string", None) or str(error)
+    return re.sub(r"(Error opening )?<[^<>]*>:?\s*", "", reason).strip().rstrip(".") or type(error).__name__
 
 
 def _wav_declared_frames(handle) -> int | None:
@@ -189,10 +207,14 @@ def check_sample_rate(sample_rate) -> int:
     return rate
 
 
-def check_array(audio, what: str = "audio", allow_empty: bool = False) -> np.ndarray:
+def check_array(audio, what: str = "audio", allow_empty: bool = False, channels: int | None = None) -> np.ndarray:
     """Validate soundfile's layout, (samples,) or (samples, channels); return (samples, channels) float32.
 
-    The one array validator: classify, embed, streams (allow_empty for a chunk) and the HEAR API.
+    The one array validator: classify, embed, streams (allow_empty and `channels` for a chunk) and
+    the HEAR API. An array with more channels than samples is refused as a likely (channels, samples)
+    array, except where its channel count is known to be right: `channels` (a stream's count, known
+    from its earlier chunks) equals it, or it is one frame, shape (1, c), of at most
+    `MAX_ONE_FRAME_CHANNELS` channels (a stream's first chunk may be a callback's single frame).
     """
     if not isinstance(audio, np.ndarray):
         raise InvalidAudioError(f"{what}: expected a numpy array or a file path, got {type(audio).__name__}.")
@@ -205,11 +227,13 @@ def check_array(audio, what: str = "audio", allow_empty: bool = False) -> np.nda
         if not allow_empty:
             raise InvalidAudioError(f"{what}: the audio is empty (shape {audio.shape}); pass at least 32 ms "
                                     f"of sound.")
-    elif audio.ndim == 2 and audio.shape[1] > audio.shape[0]:
+    elif audio.ndim == 2 and audio.shape[1] > audio.shape[0] and audio.shape[1] != channels \
+            and not (audio.shape[0] == 1 and audio.shape[1] <= MAX_ONE_FRAME_CHANNELS):
         raise InvalidAudioError(
             f"{what}: shape {audio.shape} has more channels ({audio.shape[1]}) than samples "
-            f"({audio.shape[0]}); audio arrays are (samples, channels) as soundfile returns them. "
-            f"If yours is (channels, samples), pass audio.T.")
+            f"({audio.shape[0]}); audio arrays are (samples, channels) as soundfile returns them "
+            f"(more channels than samples is taken only for one frame of at most {MAX_ONE_FRAME_CHANNELS} "
+            f"channels, or a stream's known channel count). If yours is (channels, samples), pass audio.T.")
     audio = scale_pcm(audio, what)
     if not np.isfinite(audio).all():
         bad = int(audio.size - np.count_nonzero(np.isfinite(audio)))

@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from .audio import AUDIO_SUFFIXES
+from .classifier import DEFAULT_MAX_RESULTS
 from .errors import HearEdgeError, InvalidArgumentError, InvalidAudioError
 
 logger = logging.getLogger("hear_edge")
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd",
-                  ".caf", ".w64", ".rf64"}
 OUTPUT_FORMATS = (".jsonl", ".csv")
 
 
@@ -42,15 +42,8 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[str]:
 
 
 def result_record(path: str, result) -> dict:
-    """One results-file entry: the file, its span, the ranked categories and every label's score."""
-    record = {"file": path, "start_s": round(result.start_s, 3), "end_s": round(result.end_s, 3),
-              "categories": [{"label": c.label, "score": round(c.score, 6)} for c in result.categories],
-              "scores": {label: round(float(s), 6) for label, s in zip(result.labels, result.scores)}}
-    if result.segments:
-        record["segments"] = [{"start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3),
-                               "categories": [{"label": c.label, "score": round(c.score, 6)} for c in s.categories]}
-                              for s in result.segments]
-    return record
+    """One results-file entry: the file and `ClassificationResult.to_dict` (what `classify --json` prints)."""
+    return {"file": path, **result.to_dict()}
 
 
 class ResultsFile:
@@ -132,7 +125,7 @@ def _classify_one(path: str, top_k) -> tuple[str, dict | None, str | None]:
 
 
 def run_batch(files: list[str], output: str | Path, bundle=None, backend: str = "auto", precision: str = "auto",
-              threads: int = 1, top_k: int | None = 5, jobs: int = 1,
+              threads: int = 1, top_k: int | None = DEFAULT_MAX_RESULTS, jobs: int = 1,
               on_progress: Callable[[int, int, str], None] | None = None) -> tuple[int, int, list[tuple[str, str]]]:
     """Classify `files` into `output`, skipping those already there.
 

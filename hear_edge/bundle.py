@@ -240,7 +240,13 @@ def bundle_file(bundle_dir: str | Path, name: str, what: str) -> Path:
 
 
 def read_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifest:
-    """Read a bundle's manifest; with `verify_hashes`, check every graph file's size and sha256."""
+    """Read a bundle's manifest and check that every graph it lists is there with its recorded size
+    (a stat each); with `verify_hashes`, check every graph's sha256 too.
+
+    Raises:
+        BundleError: no such folder, a missing, resized or (with `verify_hashes`) changed file, a
+            manifest that is malformed, fails its checksum or has an unknown schema version.
+    """
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / MANIFEST_NAME
     if not bundle_dir.is_dir():
@@ -264,9 +270,8 @@ def read_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifes
     check_schema_version(data, str(path))
     _verify_checksum(bundle_dir, raw, data["schema_version"])
     manifest = Manifest.from_dict(data, source=str(path))
-    if verify_hashes:
-        for spec in manifest.graphs:
-            verify_graph(bundle_dir, spec)
+    for spec in manifest.graphs:  # every listed file, even one this load will not open: a damaged copy shows now
+        (verify_graph if verify_hashes else check_graph_size)(bundle_dir, spec)
     return manifest
 
 
@@ -288,13 +293,27 @@ def _verify_checksum(bundle_dir: Path, raw: bytes, schema_version: int) -> None:
                           f"Re-copy the bundle.")
 
 
-def verify_graph(bundle_dir: Path, spec: GraphSpec) -> Path:
-    """The graph's real path inside the bundle, after checking its size and sha256 against the manifest."""
-    path = bundle_file(bundle_dir, spec.file, f"{spec.format} {spec.precision} {spec.role} graph")
+def check_graph_size(bundle_dir: Path, spec: GraphSpec) -> Path:
+    """The graph's real path inside the bundle, after checking that it exists with the manifest's size."""
+    what = f"{spec.format} {spec.precision} {spec.role} graph"
+    try:
+        path = bundle_file(bundle_dir, spec.file, what)
+    except BundleError as error:
+        if os.path.lexists(Path(bundle_dir) / spec.file):
+            raise
+        raise BundleError(f"bundle {bundle_dir} is missing its {what} {spec.file} (the manifest says "
+                          f"{spec.bytes} bytes, found no file); the copy is incomplete. Re-copy or re-export "
+                          f"the bundle.") from None
     size = path.stat().st_size
     if size != spec.bytes:
         raise BundleError(f"{path} is {size} bytes, the manifest says {spec.bytes}; the file was changed "
                           f"or damaged. Re-copy the bundle.")
+    return path
+
+
+def verify_graph(bundle_dir: Path, spec: GraphSpec) -> Path:
+    """The graph's real path inside the bundle, after checking its size and sha256 against the manifest."""
+    path = check_graph_size(bundle_dir, spec)
     actual, external = _sha256_finding(path, _ONNX_EXTERNAL_DATA_MARK if spec.format == "onnx" else b"")
     if actual != spec.sha256:
         raise BundleError(f"{path} fails its hash: sha256 {actual[:16]}..., the manifest says "

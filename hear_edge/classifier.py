@@ -22,6 +22,9 @@ from .segments import split_segments
 
 logger = logging.getLogger("hear_edge")
 
+# How many categories classify and streams return by default (the CLI's --top-k too).
+DEFAULT_MAX_RESULTS = 5
+
 
 @dataclass(frozen=True)
 class Category:
@@ -61,6 +64,18 @@ class ClassificationResult:
     @property
     def top(self) -> Category | None:
         return self.categories[0] if self.categories else None
+
+    def to_dict(self) -> dict:
+        """The result as JSON-ready data: its span, the kept categories, every label's score, its
+        segments and (streams) its detection. The one record the CLI's --json and results files write."""
+        data = {"start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3),
+                "categories": [{"label": c.label, "score": round(c.score, 6)} for c in self.categories],
+                "scores": {label: round(float(s), 6) for label, s in zip(self.labels, self.scores)}}
+        if self.segments:
+            data["segments"] = [segment.to_dict() for segment in self.segments]
+        if self.detection is not None:
+            data["detection"] = {"label": self.detection.label, "score": round(self.detection.score, 6)}
+        return data
 
 
 @dataclass
@@ -286,7 +301,7 @@ class HearEdge:
         frontend_ms = 1000 * (time.perf_counter() - started)
         return self.engine.run(*features), frontend_ms
 
-    def classify(self, audio, sample_rate: int | None = None, max_results: int | None = 5,
+    def classify(self, audio, sample_rate: int | None = None, max_results: int | None = DEFAULT_MAX_RESULTS,
                  score_threshold: float | None = None, allowlist=None, denylist=None) -> ClassificationResult:
         """Classify a clip.
 
@@ -355,7 +370,7 @@ class HearEdge:
                           times)
 
     def create_stream(self, hop_seconds: float | None = None, context_seconds: float | None = None,
-                      max_results: int | None = 5, score_threshold: float | str | None = "auto", allowlist=None,
+                      max_results: int | None = DEFAULT_MAX_RESULTS, score_threshold: float | str | None = "auto", allowlist=None,
                       denylist=None):
         """A new stream over this model; see `ClassificationStream`. One model serves many streams.
 

@@ -15,7 +15,48 @@ EPILOG = ("exit status: 0 success; 1 some files failed (the others are done), a 
           "failure; 2 an error (bad arguments, bundle, audio or a missing package); 130 interrupted.")
 # Packages only some commands need, and the extra that brings each in.
 _EXTRA_OF = {"torch": "export", "onnx": "export", "onnxscript": "export", "litert_torch": "export",
-             "ai_edge_quantizer": "export", "tqdm": "export", "sounddevice": None}
+             "ai_edge_quantizer": "export", "tqdm": "export", "sounddevice": "mic"}
+
+
+# Flag values checked by the parser (exit 2, "argument --flag: ..."), before any model is loaded.
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], e.g. 0.5, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
 
 
 def _golden(args: argparse.Namespace) -> int:
@@ -67,26 +108,18 @@ def _load_model(args):
     return HearEdge.load(args.bundle, backend=args.backend, precision=args.precision, num_threads=args.threads)
 
 
-def _result_dict(result) -> dict:
-    data = {"start_s": round(result.start_s, 3), "end_s": round(result.end_s, 3),
-            "categories": [{"label": c.label, "score": round(c.score, 6)} for c in result.categories]}
-    if result.segments:
-        data["segments"] = [_result_dict(s) for s in result.segments]
-    if result.detection is not None:
-        data["detection"] = {"label": result.detection.label, "score": round(result.detection.score, 6)}
-    return data
-
-
 def _categories_text(result) -> str:
     return ", ".join(f"{c.label} {c.score:.3f}" for c in result.categories)
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from .batch import expand_inputs, run_batch, stderr_progress
+    from .batch import expand_inputs, result_record, run_batch, stderr_progress
 
-    files = expand_inputs(args.files)
     if args.scheduler and not args.output:
-        raise InvalidArgumentError("--scheduler needs --output (a .jsonl or .csv results file).")
+        args.parser.error("--scheduler needs --output (a .jsonl or .csv results file)")
+    if args.jobs != 1 and not args.output:
+        args.parser.error("--jobs needs --output (a .jsonl or .csv results file)")
+    files = expand_inputs(args.files)
     if args.output and args.scheduler:
         from .cluster import run_on_cluster
 
@@ -106,8 +139,6 @@ def _classify(args: argparse.Namespace) -> int:
         if failures:
             print(f"hear-edge: {len(failures)} of {len(files)} files failed", file=sys.stderr)
         return 1 if failures else 0
-    if args.jobs != 1:
-        raise InvalidArgumentError("--jobs needs --output (a .jsonl or .csv results file).")
     model = _load_model(args)
     failed = 0
     for path in files:
@@ -118,7 +149,7 @@ def _classify(args: argparse.Namespace) -> int:
             failed += 1
             continue
         if args.json:
-            print(json.dumps({"file": path, **_result_dict(result),
+            print(json.dumps({**result_record(path, result),
                               "timings_ms": {k: round(v, 1) for k, v in result.timings_ms.items()}}))
         else:
             print(f"{path}: {_categories_text(result)}")
@@ -130,55 +161,91 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _stream(args: argparse.Namespace) -> int:
+    import dataclasses
     import time
 
+    from .classifier import _ResultFilter
+    from .frontend import SAMPLE_RATE_HZ
+    from .streaming import check_stream_timing
+
+    if args.list_devices:
+        return _list_devices()
+    if args.mic and args.file:
+        args.parser.error("give an audio FILE or --mic, not both")
+    if not args.mic and not args.file:
+        args.parser.error("give an audio FILE to stream, or --mic to listen to the microphone")
+    if args.device is not None and not args.mic:
+        args.parser.error("--device needs --mic")
+    if args.realtime and args.mic:
+        args.parser.error("--realtime paces a FILE; the microphone is real time already")
+    microphone = None
+    if args.mic:  # before the model loads: a missing microphone is the first thing to say
+        from .microphone import Microphone
+
+        microphone = Microphone(args.device)
     model = _load_model(args)
-    # --threshold wins; else --all shows every score and detections print at the bundle's threshold.
-    threshold = args.threshold if args.threshold is not None else None if args.all else "auto"
-    stream = model.create_stream(hop_seconds=args.hop, context_seconds=args.context, max_results=args.top_k,
-                                 score_threshold=threshold)
+    defaults = model.manifest.stream_defaults
+    hop = defaults["hop_seconds"] if args.hop is None else args.hop
+    context = defaults["context_seconds"] if args.context is None else args.context
+    try:
+        check_stream_timing(hop, context, model.segment_samples / SAMPLE_RATE_HZ,
+                            names=("--hop" if args.hop is not None else "the bundle's stream hop",
+                                   "--context" if args.context is not None else "the bundle's stream context"))
+    except InvalidArgumentError as error:
+        args.parser.error(str(error).rstrip("."))
+    # --threshold, else the bundle's recommended one, decides what a detection is, with or without --all.
+    stream = model.create_stream(hop_seconds=hop, context_seconds=context, max_results=args.top_k,
+                                 score_threshold="auto" if args.threshold is None else args.threshold)
+    every_score = _ResultFilter(model.labels, args.top_k, None, None, None)  # what --all shows of each result
+    chosen = stream.score_threshold
+    rule = (f"best label not {', '.join(model.manifest.background_labels) or 'a background label'}"
+            + (f", score >= {chosen:g}" if chosen is not None else ""))
     if not args.all:
-        chosen = stream.score_threshold
-        logging.getLogger("hear_edge").info(
-            "printing detections (best label not %s%s); --all prints every result",
-            ", ".join(model.manifest.background_labels) or "a background label",
-            f", score >= {chosen:g}" if chosen is not None else "")
+        logging.getLogger("hear_edge").info("printing detections (%s); --all prints every result", rule)
+    counts = {"results": 0, "detections": 0}
 
     def show(results):
         for r in results:
+            counts["results"] += 1
+            counts["detections"] += r.detection is not None
             if not args.all and r.detection is None:
                 continue
+            if args.all:
+                r = dataclasses.replace(r, categories=every_score(r.scores, r.logits))
             if args.json:
-                print(json.dumps(_result_dict(r)), flush=True)
+                print(json.dumps(r.to_dict()), flush=True)
             elif args.all:
-                print(f"{r.start_s:7.2f}-{r.end_s:7.2f} s: {_categories_text(r)}", flush=True)
+                mark = f"  <- detection: {r.detection.label}" if r.detection is not None else ""
+                print(f"{r.start_s:7.2f}-{r.end_s:7.2f} s: {_categories_text(r)}{mark}", flush=True)
             else:
                 print(f"{r.start_s:7.2f}-{r.end_s:7.2f} s: {r.detection.label} {r.detection.score:.3f}", flush=True)
 
-    if args.mic:
-        try:
-            import sounddevice
-        except ImportError:
-            raise HearEdgeError("--mic needs the sounddevice package: pip install sounddevice") from None
-        rate = int(sounddevice.query_devices(kind="input")["default_samplerate"])
-        with sounddevice.InputStream(samplerate=rate, channels=1, dtype="float32") as mic:
-            print(f"listening at {rate} Hz; Ctrl-C to stop", file=sys.stderr)
+    def summary(samples: int, rate: int) -> None:
+        detections = counts["detections"]
+        print(f"stream: {samples / rate:.2f} s of audio, {counts['results']} results, {detections} "
+              f"detection{'' if detections == 1 else 's'} ({rule})", file=sys.stderr)
+
+    sent = 0
+    if microphone is not None:
+        with microphone:
+            rate = microphone.rate_hz
+            print(f"listening to {microphone.name} at {rate} Hz; Ctrl-C to stop", file=sys.stderr)
             try:
                 while True:
-                    block, _ = mic.read(rate // 10)
+                    block = microphone.read()
+                    sent += len(block)
                     show(stream.accept_waveform(block, rate))
             except KeyboardInterrupt:
                 pass
-        show(stream.flush())
+        if sent:
+            show(stream.flush())
+        summary(sent, rate)
         return 0
-    if not args.file:
-        raise HearEdgeError("give an audio FILE to stream, or --mic.")
     from .audio import audio_blocks
     from .errors import InvalidAudioError
 
     blocks, rate = audio_blocks(args.file, block_frames=4096)
     started = time.perf_counter()
-    sent = 0
     for block in blocks:
         if args.realtime:
             time.sleep(max(0.0, sent / rate - (time.perf_counter() - started)))
@@ -187,6 +254,20 @@ def _stream(args: argparse.Namespace) -> int:
     if not sent:
         raise InvalidAudioError(f"{args.file} holds no audio samples; pass a file with sound in it.")
     show(stream.flush())  # raises AudioTooShortError for a file too short for any result
+    summary(sent, rate)
+    return 0
+
+
+def _list_devices() -> int:
+    from .errors import AudioDeviceError
+    from .microphone import input_devices
+
+    devices = input_devices()
+    if not devices:
+        raise AudioDeviceError("PortAudio finds no input device: plug in (or enable) a microphone.")
+    for d in devices:
+        print(f"{d['index']:3d}  {d['name']} ({d['max_input_channels']} in, {d['default_samplerate']:g} Hz)"
+              + ("  [default]" if d["default"] else ""))
     return 0
 
 
@@ -315,17 +396,25 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    import inspect
+
+    from .classifier import DEFAULT_MAX_RESULTS, HearEdge
     from .runtimes.base import BACKENDS
 
+    # The defaults are the library's (HearEdge.load's signature, DEFAULT_MAX_RESULTS), not retyped here.
+    load = {name: p.default for name, p in inspect.signature(HearEdge.load).parameters.items()}
     runtimes = ", ".join(f"{name} ({' or '.join(m.distribution for m in found)})" for name, found in BACKENDS.items())
     parser.add_argument("--bundle", help="bundle folder (default: the bundle shipped with hear-edge)")
-    parser.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
-                        help=f"{runtimes}, or auto: the first installed one the bundle has graphs for (default auto)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"],
-                        help="auto: int8 where it passed its parity gate and the backend runs it right, "
-                             "else fp32 (default auto)")
-    parser.add_argument("--threads", type=int, default=1, help="backend threads (default 1)")
-    parser.add_argument("--top-k", type=int, default=3, help="categories to show (default 3)")
+    parser.add_argument("--backend", default=load["backend"], choices=["auto", *BACKENDS],
+                        help=f"{runtimes}, or auto: the first installed one the bundle has graphs for "
+                             f"(default {load['backend']})")
+    parser.add_argument("--precision", default=load["precision"], choices=["auto", "fp32", "int8"],
+                        help=f"auto: int8 where it passed its parity gate and the backend runs it right, "
+                             f"else fp32 (default {load['precision']})")
+    parser.add_argument("--threads", type=_positive_int, default=load["num_threads"],
+                        help=f"backend threads (default {load['num_threads']})")
+    parser.add_argument("--top-k", type=_positive_int, default=DEFAULT_MAX_RESULTS,
+                        help=f"categories to show (default {DEFAULT_MAX_RESULTS})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,7 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      help="one of these; `hear-edge COMMAND -h` shows its options")
 
     def add_command(name, **options):
-        return commands.add_parser(name, parents=[verbose], epilog=EPILOG, **options)
+        command = commands.add_parser(name, parents=[verbose], epilog=EPILOG, **options)
+        command.set_defaults(parser=command)  # for errors about the flags (exit 2, usage shown)
+        return command
 
     golden = add_command("golden", help="check the reference model and frontend against a "
                                                 "golden set of official outputs (needs torch)")
@@ -366,13 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--name", help="model name for the manifest (default: the folder's stem)")
     export.add_argument("--model-version", default="1", help="model version for the manifest")
     export.add_argument("--description", default="", help="one paragraph for the manifest: what the model is")
-    export.add_argument("--clip-seconds", type=float, help="clip length the head was trained on (default: "
+    export.add_argument("--clip-seconds", type=_positive_float, help="clip length the head was trained on (default: "
                         "the checkpoint's .training.json, which finetune writes)")
-    export.add_argument("--stream-context", type=float, help="default stream context in seconds (default: "
+    export.add_argument("--stream-context", type=_positive_float, help="default stream context in seconds (default: "
                         "the clip length, at most one 6 s window)")
-    export.add_argument("--stream-hop", type=float, help="default stream hop in seconds (default: a quarter "
+    export.add_argument("--stream-hop", type=_positive_float, help="default stream hop in seconds (default: a quarter "
                         "of the context, at most 1 s)")
-    export.add_argument("--stream-threshold", type=float, help="recommended stream detection threshold, "
+    export.add_argument("--stream-threshold", type=_probability, help="recommended stream detection threshold, "
                         "chosen on a validation stream (default: none)")
     export.add_argument("--background-label", action="append", help="a label streams never report as a "
                         "detection; repeat for several (default: the labels between underscores, e.g. _unknown_)")
@@ -387,10 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--init", help="official checkpoint to start from: full or acoustic-model file")
     tune.add_argument("--config", help="official config.json for the sizes (from scratch)")
     tune.add_argument("--freeze-acoustic", action="store_true", help="train the task model and head only")
-    tune.add_argument("--epochs", type=int, default=10, help="passes over the training set (default 10)")
+    tune.add_argument("--epochs", type=_positive_int, default=10, help="passes over the training set (default 10)")
     tune.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same model (default 0)")
-    tune.add_argument("--batch-size", type=int, default=32, help="clips per training step (default 32)")
-    tune.add_argument("--lr", type=float, help="learning rate (default 1e-4 with --init, else 5e-4)")
+    tune.add_argument("--batch-size", type=_positive_int, default=32, help="clips per training step (default 32)")
+    tune.add_argument("--lr", type=_positive_float, help="learning rate (default 1e-4 with --init, else 5e-4)")
     tune.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda")
     tune.add_argument("--spec-augment", action="store_true", help="mask random frequency bands and time spans")
     tune.add_argument("--speed-range", type=float, nargs=2, metavar=("SLOWEST", "FASTEST"),
@@ -404,18 +495,18 @@ def build_parser() -> argparse.ArgumentParser:
     trim.add_argument("checkpoint", help="a full HEAR.state_dict() fine-tuned on the task's labels")
     trim.add_argument("--data", required=True, help="one folder per label (or train/ and val/ folders)")
     trim.add_argument("-o", "--output", required=True, help="trimmed checkpoint to write")
-    trim.add_argument("--target-sparsity", type=float, default=0.5,
+    trim.add_argument("--target-sparsity", type=_probability, default=0.5,
                       help="fraction of heads and FFN channels to remove (default 0.5)")
     trim.add_argument("--config", help="config.json of the checkpoint (default: sizes read from the tensors)")
-    trim.add_argument("--epochs", type=int, default=10, help="most passes over the training set (default 10)")
+    trim.add_argument("--epochs", type=_positive_int, default=10, help="most passes over the training set (default 10)")
     trim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    trim.add_argument("--batch-size", type=int, default=32, help="clips per training step (default 32)")
-    trim.add_argument("--mask-lr", type=float, default=5e-3, help="Adam rate of the mask values (default 5e-3)")
-    trim.add_argument("--sparsity-weight", type=float, default=100.0, help="sparsity loss weight (default 100)")
+    trim.add_argument("--batch-size", type=_positive_int, default=32, help="clips per training step (default 32)")
+    trim.add_argument("--mask-lr", type=_positive_float, default=5e-3, help="Adam rate of the mask values (default 5e-3)")
+    trim.add_argument("--sparsity-weight", type=_non_negative_float, default=100.0, help="sparsity loss weight (default 100)")
     trim.add_argument("--sparsity-measure", default="gates", choices=["gates", "sigmoid"],
                       help="what the sparsity loss steers: the fraction of gates kept (default) or the "
                            "paper's mean sigmoid")
-    trim.add_argument("--patience", type=int, default=3, help="epochs without improvement before stopping")
+    trim.add_argument("--patience", type=_positive_int, default=3, help="epochs without improvement before stopping")
     trim.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda")
     trim.set_defaults(run=_trim, default_verbose=True)
 
@@ -427,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true", help="one JSON object per file")
     classify.add_argument("-o", "--output", help="append results to this .jsonl or .csv file, skipping the files "
                                                  "already in it (rerun to resume)")
-    classify.add_argument("-j", "--jobs", type=int, default=1,
+    classify.add_argument("-j", "--jobs", type=_positive_int, default=1,
                           help="worker processes for --output, each loading the model once (default 1)")
     classify.add_argument("--scheduler", metavar="ADDRESS",
                           help="run --output on a Dask cluster, e.g. tcp://host:8786 (needs hear-edge[cluster]); "
@@ -437,15 +528,21 @@ def build_parser() -> argparse.ArgumentParser:
     stream = add_command("stream", help="classify a file (or the microphone) as a stream")
     stream.add_argument("file", nargs="?", metavar="FILE", help="audio file to feed as a stream (or --mic)")
     _add_model_options(stream)
-    stream.add_argument("--hop", type=float, help="seconds between results (default: the bundle's, "
+    stream.add_argument("--hop", type=_positive_float, help="seconds between results (default: the bundle's, "
                                                   "see `hear-edge info`)")
-    stream.add_argument("--context", type=float, help="seconds each result covers (default: the bundle's, "
+    stream.add_argument("--context", type=_positive_float, help="seconds each result covers (default: the bundle's, "
                                                       "the clip length its head was trained on)")
-    stream.add_argument("--threshold", type=float, help="detection score threshold (default: the bundle's "
-                        "recommended one; with --all, none)")
-    stream.add_argument("--all", action="store_true", help="print every result, not only detections")
+    stream.add_argument("--threshold", type=_probability, help="detection score threshold, 0 to 1 (default: "
+                        "the bundle's recommended one, see `hear-edge info`)")
+    stream.add_argument("--all", action="store_true", help="print every result, not only detections (which "
+                                                           "the threshold still decides)")
     stream.add_argument("--realtime", action="store_true", help="feed the file at its real-time pace")
-    stream.add_argument("--mic", action="store_true", help="listen to the default microphone (sounddevice)")
+    stream.add_argument("--mic", action="store_true", help="listen to the microphone (needs hear-edge[mic] "
+                                                           "and PortAudio); Ctrl-C stops")
+    stream.add_argument("--device", help="with --mic: the input device, by index or part of its name "
+                                         "(default: the system's default input)")
+    stream.add_argument("--list-devices", action="store_true", help="list the input devices --device takes, "
+                                                                    "and exit")
     stream.add_argument("--json", action="store_true", help="one JSON object per result")
     stream.set_defaults(run=_stream)
 
@@ -462,11 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--config", help="config.json for --checkpoint")
     bench.add_argument("--backend", action="append", choices=list(BACKENDS), help="default: all installed")
     bench.add_argument("--precision", action="append", choices=["fp32", "int8"], help="default: all in the bundle")
-    bench.add_argument("--threads", type=int, action="append", help="default: 1 and all cores")
+    bench.add_argument("--threads", type=_positive_int, action="append", help="default: 1 and all cores")
     bench.add_argument("--quick", action="store_true", help="1 s and 10 s clips, few repeats (CI)")
     bench.add_argument("--out", default="bench-results", help="folder for bench.json, bench.md and plots")
     bench.add_argument("--compare", help="an older bench.json: flag rows slower by more than --threshold")
-    bench.add_argument("--threshold", type=float, default=0.10, help="regression threshold (default 0.10)")
+    bench.add_argument("--threshold", type=_non_negative_float, default=0.10, help="regression threshold (default 0.10)")
     bench.set_defaults(run=_bench, default_verbose=True)
 
     info = add_command("info", help="labels, graphs, sizes and parity figures of a bundle")

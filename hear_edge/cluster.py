@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 
 from .batch import ResultsFile, result_record
+from .classifier import DEFAULT_MAX_RESULTS
 from .errors import BackendUnavailableError, HearEdgeError, InvalidArgumentError
 
 logger = logging.getLogger("hear_edge")
@@ -62,7 +63,7 @@ def _client(scheduler):
 
 
 def run_on_cluster(files: list[str], output, scheduler, bundle=None, backend: str = "auto",
-                   precision: str = "auto", threads: int = 1, top_k: int | None = 5,
+                   precision: str = "auto", threads: int = 1, top_k: int | None = DEFAULT_MAX_RESULTS,
                    partition_size: int | None = None,
                    on_progress: Callable[[int, int, str], None] | None = None) -> tuple[int, int, list, list[dict]]:
     """Classify `files` into `output` on the cluster at `scheduler` (an address, or a distributed.Client).

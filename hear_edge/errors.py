@@ -45,3 +45,7 @@ class ParityError(HearEdgeError):
 
 class BackendUnavailableError(HearEdgeError, ImportError):
     """A runtime backend whose package is not installed."""
+
+
+class AudioDeviceError(HearEdgeError):
+    """A microphone that cannot be opened: sounddevice or PortAudio missing, no input device, a bad device."""

@@ -38,13 +38,16 @@ def _to_samples(seconds, name: str, minimum_s: float, maximum_s: float) -> int:
     return hops * _HOP
 
 
-def check_stream_timing(hop_seconds, context_seconds, max_seconds: float) -> tuple[int, int]:
+def check_stream_timing(hop_seconds, context_seconds, max_seconds: float,
+                        names: tuple[str, str] = ("hop_seconds", "context_seconds")) -> tuple[int, int]:
     """(hop, context) in 16 kHz samples; InvalidArgumentError unless 10 ms multiples from 0.05 s to
-    `max_seconds` (one segment, `hear_edge.segments.segment_samples`: what the Task Model holds), hop <= context."""
-    hop_samples = _to_samples(hop_seconds, "hop_seconds", 0.05, max_seconds)
-    context_samples = _to_samples(context_seconds, "context_seconds", 0.05, max_seconds)
+    `max_seconds` (one segment, `hear_edge.segments.segment_samples`: what the Task Model holds), hop <= context.
+    `names` are what the messages call the two (the CLI passes its flags)."""
+    hop_name, context_name = names
+    hop_samples = _to_samples(hop_seconds, hop_name, 0.05, max_seconds)
+    context_samples = _to_samples(context_seconds, context_name, 0.05, max_seconds)
     if hop_samples > context_samples:
-        raise InvalidArgumentError(f"hop_seconds ({hop_seconds}) must not exceed context_seconds ({context_seconds}): "
+        raise InvalidArgumentError(f"{hop_name} ({hop_seconds}) must not exceed {context_name} ({context_seconds}): "
                                    f"audio between windows would never be classified.")
     return hop_samples, context_samples
 
@@ -150,7 +153,10 @@ class ClassificationStream:
 
         Args:
             samples: (samples,) or (samples, channels), float in [-1, 1] or integer PCM, the same
-                channel count and rate on every call.
+                channel count and rate on every call. A chunk of any length, one frame included, is
+                taken as (samples, channels) once an earlier chunk fixed the channel count; a first
+                chunk of one frame, (1, c), is one frame of c channels for c up to
+                `hear_edge.audio.MAX_ONE_FRAME_CHANNELS` (8); see `hear_edge.audio.check_array`.
             sample_rate: the chunk's rate, 8 kHz to 192 kHz.
         """
         with self._lock:
@@ -191,7 +197,7 @@ class ClassificationStream:
 
     def _mono(self, samples) -> np.ndarray:
         # Validated in full before any state changes: a refused chunk fixes nothing.
-        audio = check_array(samples, "chunk", allow_empty=True)
+        audio = check_array(samples, "chunk", allow_empty=True, channels=self._channels)
         channels = audio.shape[1]
         if self._channels is not None and channels != self._channels:
             raise InvalidAudioError(f"the stream started with {self._channels} channel(s) and this chunk has "
