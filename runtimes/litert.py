@@ -107,30 +107,34 @@ class _CompiledModel:
         except Exception as error:  # the wrapper raises plain RuntimeError for bad files
             raise BundleError(f"LiteRT cannot load {path}: {error}") from None
         self.signatures = list(self.model.get_signature_list())
-        self._buffers = {}  # signature -> (its index, input and output names, input and output buffers)
+        self._plans = {}  # signature -> what `_plan` returns
 
     def output_details(self, key: str) -> dict:
         return self.model.get_output_tensor_details(key)
 
-    def _buffers_of(self, key: str):
-        if key not in self._buffers:
+    def _plan(self, key: str):
+        """(signature index, input buffers with the argument each takes, output buffers with how to read them)."""
+        if key not in self._plans:
             index = self.model.get_signature_index(key)
             names = self.model.get_signature_list()[key]
-            self._buffers[key] = (index, names["inputs"], names["outputs"], self.model.create_input_buffers(index),
-                                  self.model.create_output_buffers(index))
-        return self._buffers[key]
+            details = self.model.get_output_tensor_details(key)
+            inputs = [(buffer, int(name.rpartition("_")[2]))
+                      for name, buffer in zip(names["inputs"], self.model.create_input_buffers(index))]
+            outputs = [(buffer, int(name.rpartition("_")[2]), int(np.prod(details[name]["shape"])),
+                        np.dtype(details[name]["dtype"]), tuple(details[name]["shape"]))
+                       for name, buffer in zip(names["outputs"], self.model.create_output_buffers(index))]
+            self._plans[key] = (index, inputs, outputs)
+        return self._plans[key]
 
     def run(self, key: str, arrays: list[np.ndarray], outputs: int) -> list[np.ndarray]:
-        index, input_names, output_names, inputs, results = self._buffers_of(key)
-        for name, buffer in zip(input_names, inputs):
-            buffer.write(arrays[int(name.rpartition("_")[2])])
-        self.model.run_by_index(index, inputs, results)
-        details = self.model.get_output_tensor_details(key)
-        read = {}
-        for name, buffer in zip(output_names, results):
-            shape, dtype = details[name]["shape"], np.dtype(details[name]["dtype"])
-            read[name] = buffer.read(int(np.prod(shape)), dtype).reshape(shape)
-        return [read[f"output_{i}"] for i in range(outputs)]
+        index, inputs, results = self._plan(key)
+        for buffer, position in inputs:
+            buffer.write(arrays[position])
+        self.model.run_by_index(index, [buffer for buffer, _ in inputs], [buffer for buffer, *_ in results])
+        read = [None] * outputs
+        for buffer, position, count, dtype, shape in results:
+            read[position] = buffer.read(count, dtype).reshape(shape)
+        return read
 
 
 class LiteRtSession(GraphSession):
