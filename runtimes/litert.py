@@ -8,6 +8,8 @@ length bucket), and each signature keeps its own activation buffers once it has 
 
 - where it is safe (`weight_cache_safe`), a graph runs on ai-edge-litert's CompiledModel with an
   in-memory XNNPACK weight cache: the signatures share one copy of the packed weights;
+- elsewhere, the Interpreter runs each signature from a file cut to it (`_tflite_cut`), opened when
+  first run, so only the buckets a run uses are packed;
 - a signature the caller marks `transient` (a long clip's bucket) runs on a model of its own, kept
   only until another transient signature is asked for, so at most one long bucket's buffers live.
 """
@@ -26,6 +28,7 @@ import numpy as np
 from hear_edge.errors import BundleError
 from hear_edge.host import cpu_model_and_flags, release_freed_heap
 
+from . import _tflite_cut
 from .base import GraphSession
 
 logger = logging.getLogger("hear_edge")
@@ -60,22 +63,39 @@ def weight_cache_safe() -> bool:
 
 
 class _InterpreterModel:
-    """A graph file on the tflite Interpreter API (ai-edge-litert or tflite-runtime)."""
+    """A graph file on the tflite Interpreter API (ai-edge-litert or tflite-runtime).
 
-    def __init__(self, interpreter_class, path: Path, num_threads: int):
+    Given the file's `TfliteFile`, each signature runs on an Interpreter of its own cut of the file,
+    opened when first run: XNNPACK then packs the weights of the buckets a run uses, not of all.
+    """
+
+    def __init__(self, interpreter_class, path: Path, num_threads: int, cuts=None):
+        self._interpreter_class, self._path, self._num_threads, self._cuts = interpreter_class, path, num_threads, cuts
+        self._runners, self._interpreters = {}, {}
+        if cuts is None:
+            self.interpreter = self._open(model_path=str(path))
+            self.signatures = list(self.interpreter.get_signature_list())
+        else:
+            self.signatures = list(cuts.signatures)
+
+    def _open(self, **source):
         try:
-            self.interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
+            return self._interpreter_class(**source, num_threads=self._num_threads)
         except Exception as error:  # the interpreter raises plain ValueError/RuntimeError for bad files
-            raise BundleError(f"LiteRT cannot load {path}: {error}") from None
-        self.signatures = list(self.interpreter.get_signature_list())
-        self._runners = {}
+            raise BundleError(f"LiteRT cannot load {self._path}: {error}") from None
 
     def _runner(self, key: str):
         if key not in self._runners:
-            self._runners[key] = self.interpreter.get_signature_runner(key)
+            if self._cuts is None:
+                self._runners[key] = self.interpreter.get_signature_runner(key)
+            else:
+                self._interpreters[key] = self._open(model_content=self._cuts.cut(key))
+                self._runners[key] = self._interpreters[key].get_signature_runner(key)
         return self._runners[key]
 
     def output_details(self, key: str) -> dict:
+        if self._cuts is not None:
+            return {name: {"shape": shape} for name, shape in self._cuts.output_shapes(key).items()}
         return self._runner(key).get_output_details()
 
     def run(self, key: str, arrays: list[np.ndarray], outputs: int) -> list[np.ndarray]:
@@ -203,5 +223,13 @@ def open_session(path, input_names, output_names, num_threads, runtime_module: s
             logger.warning("LiteRT's CompiledModel cannot open %s (%s: %s); using its Interpreter, which keeps "
                            "a copy of the packed weights per signature", path, type(error).__name__, error)
     interpreter_class = importlib.import_module(runtime_module).Interpreter
-    return LiteRtSession(lambda: _InterpreterModel(interpreter_class, path, num_threads), path, input_names,
+    cuts = None
+    if _tflite_cut.available():
+        try:
+            cuts = _tflite_cut.TfliteFile(path)
+        except Exception as error:  # flatbuffers raises what it meets (struct.error, IndexError ...)
+            raise BundleError(f"LiteRT cannot load {path}: it is not a readable .tflite file ({error}).") from None
+        if len(cuts.signatures) < 2:
+            cuts = None
+    return LiteRtSession(lambda: _InterpreterModel(interpreter_class, path, num_threads, cuts), path, input_names,
                          output_names, num_threads)
