@@ -4,7 +4,7 @@ litert-torch names a signature's inputs args_0, args_1, ... and its outputs outp
 order the torch module takes and returns them; this maps them back to the manifest's names.
 
 Memory. XNNPACK packs a graph's weights once per signature (a bundle's graph has one signature per
-length bucket), and each signature keeps its own activation buffers once it has run. Two levers:
+length bucket), and each signature keeps its own activation buffers once it has run. Hence:
 
 - where it is safe (`weight_cache_safe`), a graph runs on ai-edge-litert's CompiledModel with an
   in-memory XNNPACK weight cache: the signatures share one copy of the packed weights;
