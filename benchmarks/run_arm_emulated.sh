@@ -18,7 +18,9 @@
 #   5. runs, under qemu-aarch64 with QEMU_CPU=cortex-a72, every golden case of
 #      tests/data/golden/tiny/*.npz through tests/data/tiny-golden.hearedge on onnxruntime:
 #      fp32 logits within 1e-3 of the golden ones, int8 top-1 equal to fp32 top-1; plus one audio
-#      I/O check (soundfile file round trip, soxr resampling).
+#      I/O check (soundfile file round trip, soxr resampling);
+#   6. with ARM_MEMORY=1 only: peak RSS of onnx and litert on the default bundle under Cortex-A53,
+#      A72 and A76, and of a bare python under qemu, into benchmarks/arm-emulated-memory.json.
 # Exit status 0 only if every check passed. Emulated timings are NOT ARM performance numbers.
 #
 # Environment:
@@ -27,6 +29,8 @@
 #   ARM_CASES          comma-separated golden case names to run (default: all)
 #   ARM_CHECK_TIMEOUT  seconds allowed for the emulated check (default 480)
 #   QEMU_CPU           emulated CPU (default cortex-a72; "max" gives spurious numpy FP warnings)
+#   ARM_MEMORY=1       also measure peak RSS of both backends on Cortex-A53, A72 and A76 (about 5 min more),
+#                      written to benchmarks/arm-emulated-memory.json
 set -euo pipefail
 
 T_START=$(date +%s.%N)
@@ -344,6 +348,101 @@ env -u PYTHONHOME -u PYTHONSTARTUP -u VIRTUAL_ENV \
 rc=${PIPESTATUS[0]}
 set -e
 phase_done aarch64-check
+
+# --- 6. opt-in: peak memory of both backends per emulated CPU (ARM_MEMORY=1) ------------------------
+# A fresh emulated python per (CPU, backend) loads the default bundle (int8) and classifies a 1 s clip;
+# ru_maxrss under qemu-user is qemu's own process, so a bare `python -c pass` per CPU gives qemu's
+# overhead, subtracted in the "net" figures. The CPU's /proc/cpuinfo (served from the sysroot) carries
+# its Features: `atomics` (LSE) only on the A76, which is what picks LiteRT's CompiledModel there.
+if [ "${ARM_MEMORY:-0}" = 1 ] && [ "$rc" -eq 0 ]; then
+    LITERT_SITE=$ARM_CACHE/site-arm64-litert
+    if [ ! -f "$LITERT_SITE/.hear-edge-site-ok" ]; then
+        log "downloading the aarch64 ai-edge-litert wheel into $LITERT_SITE"
+        rm -rf "$LITERT_SITE"
+        "$HOST_PY" -m pip install -q --disable-pip-version-check --cache-dir "$ARM_CACHE/pip-cache" \
+            --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 "${PLAT[@]}" \
+            --no-compile --target "$LITERT_SITE.tmp" ai-edge-litert \
+            >"$RUN/litert-site.log" 2>&1 || { tail -5 "$RUN/litert-site.log" >&2; die "no aarch64 ai-edge-litert"; }
+        touch "$LITERT_SITE.tmp/.hear-edge-site-ok"; mv "$LITERT_SITE.tmp" "$LITERT_SITE"
+    fi
+    cat > "$RUN/memory_aarch64.py" <<'EOF'
+"""argv: backend bundle seconds [force-compiled]: one peak-RSS figure, printed as MEMORY-RESULT json."""
+import json, resource, sys
+if sys.argv[1] == "none":
+    print("MEMORY-RESULT " + json.dumps({"backend": "none", "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    sys.exit(0)
+if len(sys.argv) > 4 and sys.argv[4] == "force-compiled":  # what the gate prevents: CompiledModel without LSE
+    import hear_edge.runtimes.litert as litert
+    litert.weight_cache_safe = lambda: True
+if len(sys.argv) > 4 and sys.argv[4] == "imports":  # the runtime imported, no model: what the clip adds is the model's
+    import importlib
+    import hear_edge.classifier, hear_edge.runtimes.litert as litert
+    importlib.import_module("onnxruntime" if sys.argv[1] == "onnx" else "ai_edge_litert.compiled_model"
+                            if litert.weight_cache_safe() else "ai_edge_litert.interpreter")
+    print("MEMORY-RESULT " + json.dumps({"backend": sys.argv[1], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    sys.exit(0)
+import numpy as np
+from hear_edge import HearEdge
+model = HearEdge.load(sys.argv[2], backend=sys.argv[1], precision="int8")
+model.classify(np.random.default_rng(0).standard_normal(int(float(sys.argv[3]) * 16000)).astype(np.float32) * 0.1, 16000)
+print("MEMORY-RESULT " + json.dumps({"backend": sys.argv[1], "engine": getattr(model.engine.window_graph, "engine", "onnxruntime"),
+                                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+EOF
+    DEFAULT_BUNDLE=hear_edge/assets/hear-kws12-demo.hearedge
+    cp "$SYSROOT/proc/cpuinfo" "$RUN/cpuinfo.a72"
+    trap 'cp "$RUN/cpuinfo.a72" "$SYSROOT/proc/cpuinfo" 2>/dev/null; rm -rf "$RUN"' EXIT
+    : > "$RUN/memory.log"
+    for cpu in cortex-a53 cortex-a72 cortex-a76; do
+        case $cpu in
+            cortex-a53) part=0xd03; features="fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid" ;;
+            cortex-a72) part=0xd08; features="fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid" ;;
+            cortex-a76) part=0xd0b; features="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp" ;;
+        esac
+        for i in 0 1; do
+            printf 'processor\t: %s\nBogoMIPS\t: 108.00\nFeatures\t: %s\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: %s\nCPU revision\t: 3\n\n' "$i" "$features" "$part"
+        done > "$SYSROOT/proc/cpuinfo"
+        runs=("none - 0" "onnx $DEFAULT_BUNDLE 1 imports" "onnx $DEFAULT_BUNDLE 1" "litert $DEFAULT_BUNDLE 1 imports"
+              "litert $DEFAULT_BUNDLE 1")
+        [ $cpu = cortex-a72 ] && runs+=("litert $DEFAULT_BUNDLE 1 force-compiled")
+        for args in "${runs[@]}"; do
+            set +e
+            out=$(env -u PYTHONHOME -u PYTHONSTARTUP -u VIRTUAL_ENV QEMU_LD_PREFIX="$SYSROOT" QEMU_CPU=$cpu \
+                  PYTHONNOUSERSITE=1 PYTHONPATH="$RUN/pkg:$SITE:$LITERT_SITE" timeout 600 \
+                  "$QEMU" "$SYSROOT/usr/bin/python3.11" -P "$RUN/memory_aarch64.py" $args 2>"$RUN/memory.err")
+            status=$?
+            set -e
+            line=$(grep '^MEMORY-RESULT ' <<<"$out" | cut -d' ' -f2- || true)
+            [ -n "$line" ] || line="{\"backend\": \"${args%% *}\", \"exit_status\": $status, \"stderr_tail\": $("$HOST_PY" -c 'import json,sys; print(json.dumps(sys.stdin.read()[-300:]))' <"$RUN/memory.err")}"
+            echo "$cpu ${args##* } $line" | tee -a "$RUN/memory.log"
+        done
+    done
+    cp "$RUN/cpuinfo.a72" "$SYSROOT/proc/cpuinfo"
+    "$HOST_PY" - "$RUN/memory.log" "$($QEMU --version | sed -n 1p)" > benchmarks/arm-emulated-memory.json <<'EOF'
+import json, platform, sys
+rows = {}
+for line in open(sys.argv[1]):
+    cpu, tag, result = line.split(" ", 2)
+    result = json.loads(result)
+    name = result["backend"] + {"force-compiled": " forced CompiledModel", "imports": " imports only"}.get(tag, "")
+    rows.setdefault(cpu, {})[name] = result
+for cpu, found in rows.items():
+    qemu = found.get("none", {}).get("peak_rss_mb")
+    for name, result in found.items():
+        if qemu and "peak_rss_mb" in result and result["backend"] != "none":
+            result["net_of_qemu_mb"] = round(result["peak_rss_mb"] - qemu, 1)
+        imports = found.get(f"{name} imports only", {}).get("peak_rss_mb")
+        if imports and "peak_rss_mb" in result:
+            result["model_and_clip_mb"] = round(result["peak_rss_mb"] - imports, 1)
+print(json.dumps({"what": "peak RSS (ru_maxrss, MiB) of a fresh emulated python: default bundle, int8, one 1 s clip; "
+                  "'none' is a bare python under qemu (qemu's own overhead), net_of_qemu_mb subtracts it; "
+                  "'imports only' imports hear_edge and the runtime, no model: model_and_clip_mb is what loading the "
+                  "bundle and classifying add (guest memory, as on a board; qemu's translated code grows with the "
+                  "code run, most of it at import)",
+                  "qemu": sys.argv[2], "host": platform.processor() or platform.machine(), "figures": rows}, indent=1))
+EOF
+    log "memory figures written to benchmarks/arm-emulated-memory.json"
+    phase_done aarch64-memory
+fi
 
 echo "[arm-emu] timings:"
 for line in "${TIMINGS[@]}"; do echo "[arm-emu]   $line"; done

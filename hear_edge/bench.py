@@ -28,7 +28,8 @@ from .signals import synthetic_clip, synthetic_clips
 
 logger = logging.getLogger("hear_edge")
 
-SCHEMA_VERSION = 2  # 2: streams per kind (keyword, long_context), speed-ups vs PyTorch, host int8 flags
+SCHEMA_VERSION = 3  # 2: streams per kind (keyword, long_context), speed-ups vs PyTorch, host int8 flags;
+# 3: peak_rss_1s_mb, one 1 s clip in a fresh process
 PARITY_SECONDS = (1.0, 10.0, 30.0)  # stored reference outputs exist for these (the export's clips)
 # (context, hop) in seconds: a keyword spotter's stream and a scene classifier's.
 STREAMS = {"keyword": (1.0, 0.25), "long_context": (6.0, 1.0)}
@@ -42,6 +43,35 @@ result = _child_main(args, started)
 result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print("BENCH-RESULT " + json.dumps(result))
 """
+
+
+# One clip's peak in a fresh process (a keyword spotter's footprint), apart from the row's own child,
+# whose peak covers every length. Started through a bare interpreter: Linux carries ru_maxrss across
+# exec, so a child forked from the bench itself would start at the bench's own peak.
+_ONE_CLIP = r"""
+import json, resource, sys
+args = json.loads(sys.argv[1])
+from hear_edge.classifier import HearEdge
+from hear_edge.signals import synthetic_clip
+model = HearEdge.load(args["bundle"], backend=args["backend"], precision=args["precision"], num_threads=args["threads"])
+model.classify(synthetic_clip(args["seconds"], seed=100), 16000)
+print("BENCH-RESULT " + json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+"""
+_LAUNCHER = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+ONE_CLIP_SECONDS = 1.0
+
+
+def one_clip_peak_rss_mb(bundle, backend: str, precision: str, threads: int = 1,
+                         seconds: float = ONE_CLIP_SECONDS) -> float:
+    """Peak RSS (MiB) of a fresh process that loads `bundle` and classifies one clip of `seconds`."""
+    args = {"bundle": str(bundle), "backend": backend, "precision": precision, "threads": threads,
+            "seconds": seconds}
+    out = subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, sys.executable, "-c", _ONE_CLIP, json.dumps(args)],
+                         capture_output=True, text=True, timeout=600)
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCH-RESULT "):
+            return float(line[len("BENCH-RESULT "):])
+    raise HearEdgeError(f"one-clip memory of {backend} {precision} failed:\n{out.stderr[-3000:]}")
 
 
 def gemm_gflops(seconds: float = 1.0) -> float:
@@ -248,7 +278,11 @@ def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=No
     results = []
     for args in rows_to_run:
         logger.info("bench: %s", args["name"])
-        results.append((args, _run_child(args)))
+        result = _run_child(args)
+        if args["kind"] == "runtime":
+            result["peak_rss_1s_mb"] = one_clip_peak_rss_mb(args["bundle"], args["backend"], args["precision"],
+                                                            args["threads"])
+        results.append((args, result))
     live = next((r["outputs"] for a, r in results if a["kind"] == "pytorch"), None)
     reference = live or manifest.parity.get("reference_outputs", {})
     sizes = {(g.format, g.precision): 0 for g in manifest.graphs}
@@ -258,7 +292,8 @@ def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=No
     for args, result in results:
         row = {"name": args["name"], "kind": args["kind"], "backend": args.get("backend", "pytorch"),
                "precision": args["precision"], "threads": args["threads"], "cold_start_s": result["cold_start_s"],
-               "peak_rss_mb": result["peak_rss_mb"], "streaming": result["streaming"]}
+               "peak_rss_mb": result["peak_rss_mb"], "peak_rss_1s_mb": result.get("peak_rss_1s_mb"),
+               "streaming": result["streaming"]}
         if args["kind"] == "runtime":
             fmt = BACKEND_FORMAT[args["backend"]]
             row["bundle_mb"] = sizes.get((fmt, args["precision"]), 0) / 1e6
@@ -301,7 +336,7 @@ def markdown_table(report: dict) -> str:
     lengths = sorted({float(s) for r in report["rows"] if r["latency"] for s in r["latency"]})
     head = ["row", "parity"] + [f"{s:g} s RTF" for s in lengths] + [
         "10 s median ms", "10 s GFLOP/s (of GEMM)", "keyword stream ms/result (x offline)",
-        "6 s stream ms/result", "cold start s", "peak RSS MB", "bundle MB"]
+        "6 s stream ms/result", "cold start s", "peak RSS MB, all lengths", "peak RSS MB, one 1 s clip", "bundle MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["rows"]:
         p = r["parity"]
@@ -321,6 +356,7 @@ def markdown_table(report: dict) -> str:
                   if keyword else "-",
                   f"{1000 * long_context['compute_per_result_s']:.0f}" if long_context else "-",
                   f"{r['cold_start_s']:.2f}", f"{r['peak_rss_mb']:.0f}",
+                  f"{r['peak_rss_1s_mb']:.0f}" if r.get("peak_rss_1s_mb") else "-",
                   f"{r['bundle_mb']:.1f}" if "bundle_mb" in r else "-"]
         lines.append("| " + " | ".join([r["name"], parity] + cells) + " |")
     m = report["machine"]

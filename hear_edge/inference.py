@@ -32,7 +32,7 @@ def spectrum_pairs(log_power: np.ndarray, frames: int) -> np.ndarray:
 class _Lengths:
     """How one graph takes a length: free (run the exact frames) or static buckets (pad and mask)."""
 
-    def __init__(self, spec: GraphSpec, static_frames: int):
+    def __init__(self, spec: GraphSpec, static_frames: int, resident_frames: int | None = None):
         self.masked = "valid_frames" in spec.input_names
         if not self.masked:
             self.buckets = None
@@ -43,16 +43,19 @@ class _Lengths:
         # LiteRT files with several buckets name a signature per bucket; one-signature files need none.
         self.named = spec.format == "tflite" and bool(spec.frame_buckets)
         self.role = spec.role
+        # Buckets longer than this serve long clips: transient (LiteRT keeps one such bucket's buffers).
+        self.resident_frames = resident_frames
 
-    def pick(self, frames: int) -> tuple[int, str | None]:
-        """(length to run, signature) for `frames` valid frames."""
+    def pick(self, frames: int) -> tuple[int, str | None, bool]:
+        """(length to run, signature, whether it is transient) for `frames` valid frames."""
         if self.buckets is None:
-            return frames, None
+            return frames, None, False
         length = next((b for b in self.buckets if b >= frames), None)
         if length is None:
             raise ClipTooLongError(f"{frames} frames exceed the {self.role} graph's longest bucket "
                                    f"({self.buckets[-1]}); segment the clip first.")
-        return length, signature_name(self.role, length) if self.named else None
+        transient = self.resident_frames is not None and length > self.resident_frames
+        return length, signature_name(self.role, length) if self.named else None, transient
 
 
 def check_label_count(manifest: Manifest, task_graph) -> None:
@@ -95,14 +98,16 @@ class InferenceEngine:
                                      task_spec.input_names, task_spec.output_names, num_threads)
         check_label_count(manifest, self.task_graph)
         self.window_lengths = _Lengths(window_spec, manifest.window_frames)
-        self.task_lengths = _Lengths(task_spec, manifest.max_task_frames)
+        # A task bucket longer than one acoustic window serves a long clip; its buffers (LiteRT: 130 MB
+        # for the longest) are freed when another long bucket runs, not kept beside every other bucket's.
+        self.task_lengths = _Lengths(task_spec, manifest.max_task_frames, resident_frames=manifest.window_frames)
         self.window_frames = manifest.window_frames
         self.blend = blend_weights(manifest.window_frames, manifest.overlap_frames)
         release_freed_heap()  # the parsed graph files are freed by now; hand their pages back
 
     def encode_window(self, log_mel: np.ndarray, start: int, valid: int) -> np.ndarray:
         """Acoustic frames [start, start + valid) of a clip's log-mel (mels, mel frames): (valid, hidden)."""
-        length, signature = self.window_lengths.pick(valid)
+        length, signature, transient = self.window_lengths.pick(valid)
         if length == valid:
             window = np.ascontiguousarray(log_mel[None, :, 2 * start:2 * (start + valid)], dtype=np.float32)
         else:
@@ -111,7 +116,7 @@ class InferenceEngine:
         inputs = {"log_mel": window}
         if self.window_lengths.masked:
             inputs["valid_frames"] = np.array([valid], np.int32)
-        return self.window_graph.run(inputs, signature)["acoustic"][0, :valid]
+        return self.window_graph.run(inputs, signature, transient)["acoustic"][0, :valid]
 
     def acoustic(self, log_mel: np.ndarray) -> np.ndarray:
         frames = log_mel.shape[1] // 2
@@ -125,7 +130,7 @@ class InferenceEngine:
             raise ClipTooLongError(f"{frames} acoustic frames exceed the Task Model's "
                                    f"{self.manifest.max_task_frames}; segment the clip first.")
         pairs = spectrum_pairs(log_power, frames)
-        length, signature = self.task_lengths.pick(frames)
+        length, signature, transient = self.task_lengths.pick(frames)
         if length == frames:
             hidden, padded_pairs = acoustic[None].astype(np.float32, copy=False), pairs[None]
         else:
@@ -137,7 +142,7 @@ class InferenceEngine:
                   "spectrum_pairs": np.ascontiguousarray(padded_pairs, dtype=np.float32)}
         if self.task_lengths.masked:
             inputs["valid_frames"] = np.array([frames], np.int32)
-        outputs = self.task_graph.run(inputs, signature)
+        outputs = self.task_graph.run(inputs, signature, transient)
         return outputs["logits"][0], outputs["pooled"][0]
 
     def run(self, log_mel: np.ndarray, log_power: np.ndarray) -> ClipOutputs:

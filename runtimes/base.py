@@ -46,8 +46,13 @@ class GraphSession(ABC):
         self.num_threads = num_threads
 
     @abstractmethod
-    def run(self, inputs: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
-        """Run on inputs named as in `input_names`; `signature` picks an entry point where there are several."""
+    def run(self, inputs: dict[str, np.ndarray], signature: str | None = None,
+            transient: bool = False) -> dict[str, np.ndarray]:
+        """Run on inputs named as in `input_names`; `signature` picks an entry point where there are several.
+
+        `transient`: a long clip's entry point, which the session need not keep ready (LiteRT frees its
+        buffers once another transient one runs); a backend without per-entry-point memory ignores it.
+        """
 
     @abstractmethod
     def output_shape(self, name: str) -> list:

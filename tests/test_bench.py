@@ -25,6 +25,7 @@ def test_quick_bench_reports_every_row_with_parity(quick_report):
         assert ten["runs"] == 3  # quick: 3 timed runs after the warm-up
         assert set(ten["stages_ms"]) >= {"frontend_ms", "acoustic_ms", "task_ms"}
         assert 0 < ten["fraction_of_gemm"] and row["peak_rss_mb"] > 10 and row["cold_start_s"] > 0
+        assert 10 < row["peak_rss_1s_mb"] <= row["peak_rss_mb"] + 5  # one 1 s clip, fresh: within the all-lengths peak
         keyword, long_context = row["streaming"]["keyword"], row["streaming"]["long_context"]
         assert (keyword["context_s"], keyword["hop_s"], keyword["results"]) == (1.0, 0.25, 40)
         assert (long_context["context_s"], long_context["hop_s"], long_context["results"]) == (6.0, 1.0, 10)
