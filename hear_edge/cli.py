@@ -64,7 +64,8 @@ def parity_table(manifest) -> str:
 def _load_model(args):
     from .classifier import HearEdge
 
-    return HearEdge.load(args.bundle, backend=args.backend, precision=args.precision, num_threads=args.threads)
+    return HearEdge.load(args.bundle, backend=args.backend, precision=args.precision, num_threads=args.threads,
+                         self_test=not args.no_self_test)
 
 
 def _result_dict(result) -> dict:
@@ -325,6 +326,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="auto: int8 where it passed its parity gate and the backend runs it right, "
                              "else fp32 (default auto)")
     parser.add_argument("--threads", type=int, default=1, help="backend threads (default 1)")
+    parser.add_argument("--no-self-test", action="store_true",
+                        help="skip the self-test at load (each graph run once on the probe input its bundle "
+                             "records, refused when this runtime computes it wrong)")
     parser.add_argument("--top-k", type=int, default=3, help="categories to show (default 3)")
 
 

@@ -45,3 +45,7 @@ class ParityError(HearEdgeError):
 
 class BackendUnavailableError(HearEdgeError, ImportError):
     """A runtime backend whose package is not installed."""
+
+
+class SelfTestError(HearEdgeError, RuntimeError):
+    """A graph whose answer to its probe input, on the runtime here, is off beyond its precision's tolerance."""

@@ -23,7 +23,6 @@ GRAPH_SUFFIX = ".tflite"
 RUNTIME_MODULE = "ai_edge_litert.interpreter"
 INSTALL = "hear-edge[litert]"
 PREFERENCE = 20
-INT8_UNSUPPORTED = None
 
 
 class LiteRtSession(GraphSession):
