@@ -235,5 +235,6 @@ def quantize_tflite(fp32_path: Path, int8_path: Path) -> Path:
         result = quantizer.Quantizer(str(fp32_path), tflite_int8_recipe()).quantize()
         result.save(scratch, model_name="quantized", overwrite=True)
         shutil.move(str(Path(scratch) / "quantized.tflite"), int8_path)
+    int8_path.chmod(0o644)  # the quantiser writes it executable
     logger.info("tflite int8 %s quantised in %.1f s", int8_path.name, time.perf_counter() - started)
     return int8_path
