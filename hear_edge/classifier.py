@@ -169,9 +169,9 @@ class HearEdge:
             precision: "fp32", "int8", or "auto": int8 where the bundle's int8 graphs passed their
                 parity gate at export, else fp32.
             num_threads: intra-op threads of the backend; 1 suits a busy small device.
-            self_test: run each opened graph once on the probe input its manifest records (a few
-                ms) and refuse a runtime that computes it wrong; bundles exported without
-                probes skip it. False skips it.
+            self_test: run each opened graph once on the probe input its manifest records and
+                refuse a runtime that computes it wrong (its cost: benchmarks/selftest_cost.py);
+                bundles exported without probes skip it. False skips it.
 
         Raises:
             BundleError: missing or changed files, an unknown manifest version.
