@@ -23,6 +23,8 @@ from .manifest_check import PROBE_FORMULAS, PROBE_PROJECTIONS
 
 logger = logging.getLogger("hear_edge")
 
+# splitmix64-v1: graph input i takes mean + std * uniform(seed + 1000 i, shape) (an int input is
+# filled with `fill`); output j is summarised on the signs of splitmix64(seed + 7919 (j + 1)).
 PROBE_FORMULA = PROBE_FORMULAS[-1]
 PROBE_SEED = 21
 PROBE_FRAMES = 50  # one second of acoustic frames

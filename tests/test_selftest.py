@@ -17,7 +17,7 @@ from hear_edge import HearEdge, SelfTestError
 from hear_edge import cli
 from hear_edge.bundle import CHECKSUM_NAME, read_manifest
 from hear_edge.classifier import default_bundle_path
-from hear_edge.errors import BundleError, HearEdgeError
+from hear_edge.errors import BundleError, HearEdgeError, InvalidArgumentError
 from hear_edge.runtimes import base
 from hear_edge.selftest import PROBE_TOLERANCE, self_test, splitmix64, with_probe
 
@@ -106,6 +106,11 @@ def test_self_test_false_and_the_cli_flag_skip_it(probed_tiny, monkeypatch, caps
     capsys.readouterr()
     assert cli.main(["classify", str(YES), "--bundle", str(probed_tiny)]) == 2
     assert "computes the onnx" in capsys.readouterr().err
+
+
+def test_self_test_takes_a_bool():
+    with pytest.raises(InvalidArgumentError, match=r"self_test must be True or False, got 'no'\."):
+        HearEdge.load(TINY, self_test="no")
 
 
 def test_bundles_without_probes_load_and_say_so_at_debug(caplog):
