@@ -20,8 +20,9 @@ from hear_edge.frontend import FrontendParams
 from hear_edge.host import host_cpu
 from hear_edge.model import load_checkpoint
 from hear_edge.segments import segment_samples
+from hear_edge.selftest import with_probe
 
-from .formats import ONNX_INT8_RECIPE, ONNX_OPSET, export_onnx, export_tflite
+from .formats import ONNX_INT8_RECIPE, ONNX_OPSET, TFLITE_INT8_RECIPE, export_onnx, export_tflite
 from .parity import check_parity, real_clips, synthetic_clips
 
 logger = logging.getLogger("hear_edge")
@@ -184,6 +185,8 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
         if "tflite" in formats:
             graphs += export_tflite(model, staging, precisions)
         hear_config = model.config
+        graphs = [with_probe(staging, spec, hear_config.acoustic_model.max_length, hear_config.task_model.max_length)
+                  for spec in graphs]
         manifest = Manifest(
             model_name=name or out.name.removesuffix(".hearedge"),
             model_version=str(version),
@@ -206,7 +209,9 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
                 "int8": {"onnx": "quantize_dynamic " + json.dumps(ONNX_INT8_RECIPE) + ", dynamic uint8 "
                                  "activations; Conv1d, Spectrogram Mixture gate and mixture matmuls kept float; "
                                  "float weights of 16384+ elements stored fp16, cast to fp32 at load",
-                         "tflite": "ai-edge-quantizer dynamic_wi8_afp32",
+                         "tflite": "ai-edge-quantizer dynamic int8 weights, float activations quantised at "
+                                   "run time; (operation, weight granularity), later overriding earlier: "
+                                   + json.dumps(TFLITE_INT8_RECIPE),
                          # The int8 gate's figures hold on the host they were measured on; kernels
                          # differ by CPU feature (VNNI or not, sdot on ARM).
                          "gated_on_host": host_cpu()},

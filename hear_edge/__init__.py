@@ -3,8 +3,9 @@
 import logging
 
 from .classifier import Category, ClassificationResult, Embeddings, HearEdge
-from .errors import (AudioTooShortError, BackendUnavailableError, BundleError, CheckpointError, ClipTooLongError,
-                     ConfigError, HearEdgeError, InvalidArgumentError, InvalidAudioError, LabelError, ParityError)
+from .errors import (AudioDeviceError, AudioTooShortError, BackendUnavailableError, BundleError, CheckpointError, ClipTooLongError,
+                     ConfigError, HearEdgeError, InvalidArgumentError, InvalidAudioError, LabelError, ParityError,
+                     SelfTestError)
 from .frontend import compute_features
 from .streaming import ClassificationStream
 
@@ -15,4 +16,4 @@ logging.getLogger("hear_edge").addHandler(logging.NullHandler())
 __all__ = ["HearEdge", "ClassificationResult", "ClassificationStream", "Category", "Embeddings", "compute_features",
            "HearEdgeError", "InvalidAudioError", "AudioTooShortError", "ClipTooLongError", "InvalidArgumentError",
            "CheckpointError", "ConfigError", "BundleError", "LabelError", "ParityError", "BackendUnavailableError",
-           "__version__"]
+           "SelfTestError", "AudioDeviceError", "__version__"]

@@ -242,7 +242,7 @@ def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=No
               quick: bool = False) -> dict:
     """Measure every backend x precision x threads row of a bundle, plus PyTorch eager on the same weights."""
     from .classifier import default_bundle_path
-    from .runtimes.base import backend_installed, runtime_package, supports_int8
+    from .runtimes.base import backend_installed
 
     bundle = Path(bundle) if bundle else default_bundle_path()
     manifest = read_manifest(bundle)
@@ -258,10 +258,6 @@ def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=No
                 continue
             if not backend_installed(backend):
                 logger.warning("skipping %s rows: its package is not installed", backend)
-                continue
-            if precision == "int8" and not supports_int8(backend):
-                logger.warning("skipping %s int8 rows: %s computes int8 graphs wrong", backend,
-                               runtime_package(backend))
                 continue
             for n in threads:
                 rows_to_run.append({**common, "kind": "runtime", "bundle": str(bundle), "backend": backend,

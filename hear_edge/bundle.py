@@ -76,6 +76,9 @@ class GraphSpec:
     # None when the frame axis is free (or, in schema 1, a window graph's one static length);
     # else the static lengths, one signature each (`signature_name`).
     frame_buckets: list[int] | None = None
+    # The self-test: the graph's outputs for a fixed probe input, recorded at export
+    # (`hear_edge.selftest`); None in bundles exported before it.
+    probe: dict | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> "GraphSpec":
@@ -169,6 +172,9 @@ class Manifest:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["sample_rate_hz"] = self.sample_rate_hz
+        for graph in data["graphs"]:
+            if graph["probe"] is None:  # as bundles without probes have always been written
+                del graph["probe"]
         return data
 
     @classmethod

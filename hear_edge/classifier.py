@@ -173,7 +173,7 @@ class HearEdge:
 
     @classmethod
     def load(cls, bundle: str | Path | None = None, backend: str = "auto", precision: str = "auto",
-             num_threads: int = 1) -> "HearEdge":
+             num_threads: int = 1, self_test: bool = True) -> "HearEdge":
         """Load a bundle, verifying the size and sha256 of the two graphs it runs (once each).
 
         Args:
@@ -182,17 +182,20 @@ class HearEdge:
                 the first of those that is installed and has graphs in the bundle (the backends are
                 the modules of `hear_edge.runtimes`).
             precision: "fp32", "int8", or "auto": int8 where the bundle's int8 graphs passed their
-                parity gate and the backend computes int8 right, else fp32 (LiteRT on tflite-runtime
-                takes fp32: its int8 kernels compute these graphs wrong, so int8 is refused there).
+                parity gate at export, else fp32.
             num_threads: intra-op threads of the backend; 1 suits a busy small device.
+            self_test: run each opened graph once on the probe input its manifest records and
+                refuse a runtime that computes it wrong (its cost: benchmarks/selftest_cost.py);
+                bundles exported without probes skip it. False skips it.
 
         Raises:
             BundleError: missing or changed files, an unknown manifest version.
             BackendUnavailableError: the chosen backend's package is not installed or fails to
-                import (with the import error and the remedy); int8 asked of tflite-runtime.
+                import (with the import error and the remedy).
+            SelfTestError: the runtime computes a graph wrong (its probe's outputs are off beyond the
+                precision's tolerance); names the runtime, its version and the graph.
         """
-        from .runtimes.base import (BACKEND_FORMAT, INT8_UNSUPPORTED, backend_problem, int8_alternative,
-                                    runtime_package, supports_int8)
+        from .runtimes.base import BACKEND_FORMAT, backend_problem
 
         bundle_dir = default_bundle_path() if bundle is None else Path(bundle)
         # The chosen variant's two graphs are verified as InferenceEngine opens them; the others
@@ -219,32 +222,22 @@ class HearEdge:
         if not precisions:
             raise BundleError(f"bundle {bundle_dir} has no {fmt} graphs for the {backend} backend; "
                               f"it has {sorted({f for f, _ in variants})}.")
-        int8_ok = supports_int8(backend)
-        package, better = runtime_package(backend), int8_alternative(backend)  # for the messages below
         if precision == "auto":
             gate = manifest.parity.get("results", {}).get(f"{fmt}/int8", {})
-            if int8_ok and "int8" in precisions and gate.get("passed"):
+            if "int8" in precisions and gate.get("passed"):
                 precision = "int8"
             elif "fp32" in precisions:
                 precision = "fp32"
-            elif int8_ok:
+            else:
                 raise BundleError(f"bundle {bundle_dir} has only {fmt} int8 graphs, and they failed their parity "
                                   f"gate at export (see `hear-edge info {bundle_dir}`), so precision='auto' does "
                                   f"not pick them. Re-export with fp32 graphs (--precision fp32), or pass "
                                   f"precision='int8' to run the failed int8 graphs anyway.")
-            else:
-                raise BundleError(f"bundle {bundle_dir} has only {fmt} {precisions} graphs, and the {backend} "
-                                  f"backend on {package} cannot run int8: {INT8_UNSUPPORTED[package]}. Export fp32 "
-                                  f"graphs (hear-edge export --precision fp32)"
-                                  + (f" or install {better.distribution}." if better else "."))
         elif precision not in precisions:
             raise BundleError(f"bundle {bundle_dir} has no {fmt} {precision} graphs; it has {precisions}.")
-        elif precision == "int8" and not int8_ok:
-            raise BackendUnavailableError(
-                f"int8 graphs are refused on {package}: {INT8_UNSUPPORTED[package]}. Use precision='fp32' "
-                f"(or 'auto')" + (f", or install {better.distribution} (pip install '{better.install}') for int8."
-                                  if better else "."))
-        engine = InferenceEngine(bundle_dir, manifest, fmt, precision, num_threads, backend)
+        if not isinstance(self_test, bool):
+            raise InvalidArgumentError(f"self_test must be True or False, got {self_test!r}.")
+        engine = InferenceEngine(bundle_dir, manifest, fmt, precision, num_threads, backend, self_test=self_test)
         logger.info("loaded %s (%s %s, %d thread(s))", bundle_dir, backend, precision, num_threads)
         return cls(bundle_dir, manifest, engine)
 

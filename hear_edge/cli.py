@@ -105,7 +105,8 @@ def parity_table(manifest) -> str:
 def _load_model(args):
     from .classifier import HearEdge
 
-    return HearEdge.load(args.bundle, backend=args.backend, precision=args.precision, num_threads=args.threads)
+    return HearEdge.load(args.bundle, backend=args.backend, precision=args.precision, num_threads=args.threads,
+                         self_test=not args.no_self_test)
 
 
 def _categories_text(result) -> str:
@@ -409,10 +410,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         help=f"{runtimes}, or auto: the first installed one the bundle has graphs for "
                              f"(default {load['backend']})")
     parser.add_argument("--precision", default=load["precision"], choices=["auto", "fp32", "int8"],
-                        help=f"auto: int8 where it passed its parity gate and the backend runs it right, "
-                             f"else fp32 (default {load['precision']})")
+                        help=f"auto: int8 where it passed its parity gate, else fp32 (default {load['precision']})")
     parser.add_argument("--threads", type=_positive_int, default=load["num_threads"],
                         help=f"backend threads (default {load['num_threads']})")
+    parser.add_argument("--no-self-test", action="store_true",
+                        help="skip the self-test at load (each graph run once on the probe input its bundle "
+                             "records, refused when this runtime computes it wrong)")
     parser.add_argument("--top-k", type=_positive_int, default=DEFAULT_MAX_RESULTS,
                         help=f"categories to show (default {DEFAULT_MAX_RESULTS})")
 

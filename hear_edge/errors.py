@@ -49,3 +49,7 @@ class BackendUnavailableError(HearEdgeError, ImportError):
 
 class AudioDeviceError(HearEdgeError):
     """A microphone that cannot be opened: sounddevice or PortAudio missing, no input device, a bad device."""
+
+
+class SelfTestError(HearEdgeError, RuntimeError):
+    """A graph whose answer to its probe input, on the runtime here, is off beyond its precision's tolerance."""

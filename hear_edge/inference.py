@@ -11,6 +11,7 @@ import numpy as np
 from .bundle import GraphSpec, Manifest, signature_name, verify_graph
 from .errors import BundleError, ClipTooLongError, InvalidArgumentError, LabelError
 from .host import release_freed_heap
+from .selftest import self_test as run_self_test
 from .windows import blend_weights, overlap_add, plan_windows
 
 
@@ -75,10 +76,11 @@ class InferenceEngine:
     """The graph half of the runtime: one format and precision of one bundle, stateless per call.
 
     `backend` runs the graphs; None takes the first backend of `fmt` installed here (`format_backend`).
+    `self_test` runs each graph's probe (`hear_edge.selftest`) once, raising SelfTestError when it is off.
     """
 
     def __init__(self, bundle_dir: str | Path, manifest: Manifest, fmt: str, precision: str,
-                 num_threads: int = 1, backend: str | None = None):
+                 num_threads: int = 1, backend: str | None = None, self_test: bool = True):
         from hear_edge.runtimes.base import BACKEND_FORMAT, format_backend, open_graph
 
         self.manifest = manifest
@@ -97,6 +99,9 @@ class InferenceEngine:
         self.task_graph = open_graph(self.backend, verify_graph(bundle_dir, task_spec),
                                      task_spec.input_names, task_spec.output_names, num_threads)
         check_label_count(manifest, self.task_graph)
+        if self_test:
+            for graph, spec in ((self.window_graph, window_spec), (self.task_graph, task_spec)):
+                run_self_test(graph, spec, self.backend, graph.runtime)
         self.window_lengths = _Lengths(window_spec, manifest.window_frames)
         # A task bucket longer than one acoustic window serves a long clip; its buffers (LiteRT: 130 MB
         # for the longest) are freed when another long bucket runs, not kept beside every other bucket's.

@@ -31,7 +31,12 @@ _TOP_OPTIONAL = ("provenance", "parity", "description", "schema_version", "sampl
 _FRONTEND_KEYS = ("sample_rate_hz", "n_fft", "window_samples", "hop_samples", "num_mel_bins", "log_offset",
                   "norm_eps")
 _GRAPH_REQUIRED = ("role", "format", "precision", "file", "sha256", "bytes", "inputs", "outputs")
-_GRAPH_OPTIONAL = ("frame_buckets",)
+_GRAPH_OPTIONAL = ("frame_buckets", "probe")
+_PROBE_KEYS = ("formula", "seed", "frames", "signature", "inputs", "outputs", "tolerance", "recorded_with")
+PROBE_FORMULAS = ("splitmix64-v1",)
+PROBE_PROJECTIONS = 16
+# A probe tensor is generated at load: its size is bounded like a bucket's (1 x 30000 x 1026).
+MAX_PROBE_ELEMENTS = 1 << 25
 _TENSOR_KEYS = ("name", "shape", "dtype")
 _STREAMING_KEYS = ("clip_seconds", "context_seconds", "hop_seconds", "score_threshold", "background_labels")
 
@@ -177,6 +182,8 @@ def validate_manifest(data, source: str = "manifest") -> None:
                 # A clip of up to max_task_frames frames must find a bucket that holds it.
                 check.fail(f"{where}.frame_buckets", f"frame counts whose largest is max_task_frames ({max_task})",
                            buckets)
+        if graph.get("probe") is not None:
+            _check_probe(check, graph, f"{where}.probe", max(window, max_task))
 
     streaming = data.get("streaming")
     if streaming is not None:
@@ -200,3 +207,48 @@ def validate_manifest(data, source: str = "manifest") -> None:
         longest = segment_samples(max_task, frontend["hop_samples"]) / frontend["sample_rate_hz"]
         if context is not None and context > longest:
             check.fail("streaming.context_seconds", f"at most one segment of max_task_frames ({longest:g} s)", context)
+
+
+def _check_probe(check: _Checker, graph: dict, where: str, max_frames: int) -> None:
+    """A graph's self-test probe (hear_edge.selftest): its input recipe for each graph input, a summary
+    for each graph output, a tolerance."""
+    probe = graph["probe"]
+    check.keys(probe, where, _PROBE_KEYS)
+    if probe["formula"] not in PROBE_FORMULAS:
+        check.fail(f"{where}.formula", f"one of {list(PROBE_FORMULAS)} (a newer hear-edge may have written "
+                                       f"another: upgrade hear-edge)", probe["formula"])
+    check.integer(probe["seed"], f"{where}.seed", 0, 2 ** 32)
+    frames = check.integer(probe["frames"], f"{where}.frames", 1, max_frames)
+    signature = probe["signature"]
+    if signature is not None:
+        check.string(signature, f"{where}.signature")
+    check.number(probe["tolerance"], f"{where}.tolerance", 0.0, 1.0, low_open=True)
+    check.string(probe["recorded_with"], f"{where}.recorded_with")
+    inputs, outputs = probe["inputs"], probe["outputs"]
+    names = {t.get("name"): t.get("dtype") for t in graph["inputs"]}
+    check.keys(inputs, f"{where}.inputs", list(names))
+    for name, dtype in names.items():
+        at = f"{where}.inputs.{name}"
+        integer = isinstance(dtype, str) and dtype.startswith("int")
+        check.keys(inputs[name], at, ("shape", "fill") if integer else ("shape", "mean", "std"))
+        shape = inputs[name]["shape"]
+        if not isinstance(shape, list) or not shape or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape) \
+                or math.prod(shape) > MAX_PROBE_ELEMENTS:
+            check.fail(f"{at}.shape", f"a list of positive integers of at most {MAX_PROBE_ELEMENTS} elements",
+                       shape)
+        if integer:
+            check.integer(inputs[name]["fill"], f"{at}.fill", 0, frames)
+        else:
+            check.number(inputs[name]["mean"], f"{at}.mean", -1e6, 1e6)
+            check.number(inputs[name]["std"], f"{at}.std", 0.0, 1e6)
+    check.keys(outputs, f"{where}.outputs", [t.get("name") for t in graph["outputs"]])
+    for name, summary in outputs.items():
+        at = f"{where}.outputs.{name}"
+        check.keys(summary, at, ("rms", "projections"))
+        check.number(summary["rms"], f"{at}.rms", 0.0, 1e30)
+        projections = summary["projections"]
+        if not isinstance(projections, list) or len(projections) != PROBE_PROJECTIONS:
+            check.fail(f"{at}.projections", f"a list of {PROBE_PROJECTIONS} numbers", projections)
+        for j, value in enumerate(projections):
+            check.number(value, f"{at}.projections[{j}]", -1e30, 1e30)

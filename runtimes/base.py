@@ -10,7 +10,6 @@ A backend module declares (plain constants, read here without importing its runt
 - ``RUNTIME_MODULE``: the module it imports, only when it is probed or opens a graph.
 - ``INSTALL``: what ``pip install`` brings it in (its extra).
 - ``PREFERENCE``: lower is tried first, by ``backend="auto"`` and among the modules of one name.
-- ``INT8_UNSUPPORTED``: None, or why its runtime computes int8 graphs wrong (they are refused there).
 
 and ``open_session(path, input_names, output_names, num_threads) -> GraphSession``. Adding a
 backend is adding such a file (and its pip extra); the tables below are derived from them.
@@ -20,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.metadata
 import importlib.util
 import io
 import logging
@@ -44,6 +44,7 @@ class GraphSession(ABC):
         self.input_names = list(input_names)
         self.output_names = list(output_names)
         self.num_threads = num_threads
+        self.runtime = ""  # the runtime package and its version, set by open_graph
 
     @abstractmethod
     def run(self, inputs: dict[str, np.ndarray], signature: str | None = None,
@@ -61,7 +62,7 @@ class GraphSession(ABC):
 
 # What a backend module declares, and the type of each.
 _DECLARED = {"NAME": str, "FORMAT": str, "GRAPH_SUFFIX": str, "RUNTIME_MODULE": str, "INSTALL": str,
-             "PREFERENCE": int, "INT8_UNSUPPORTED": (str, type(None))}
+             "PREFERENCE": int}
 _MISSING = object()
 
 
@@ -76,7 +77,6 @@ class BackendModule:
     runtime_module: str
     install: str
     preference: int
-    int8_unsupported: str | None
 
     @property
     def package(self) -> str:
@@ -140,8 +140,6 @@ class Registry:
         self.backend_format = {name: found[0].format for name, found in self.backends.items()}
         self.format_backends = {fmt: tuple(names) for fmt, names in formats.items()}
         self.graph_suffix = {module.format: module.graph_suffix for module in self.modules}
-        self.int8_unsupported = {module.package: module.int8_unsupported for module in self.modules
-                                 if module.int8_unsupported}
 
 
 # Read last, once every name a backend module imports from here is defined.
@@ -151,7 +149,6 @@ BACKENDS = _REGISTRY.backends                 # backend name -> its modules, pre
 BACKEND_FORMAT = _REGISTRY.backend_format      # backend name -> the graph format it runs
 FORMAT_BACKENDS = _REGISTRY.format_backends    # graph format -> the backends that run it
 GRAPH_SUFFIX = _REGISTRY.graph_suffix          # graph format -> its file ending
-INT8_UNSUPPORTED = _REGISTRY.int8_unsupported  # runtime package -> why its int8 results are wrong
 _warned: set[tuple[str, str]] = set()
 
 
@@ -220,17 +217,6 @@ def backend_problem(name: str) -> str | None:
     return f"the {name} backend cannot be used: {broken} is installed but fails to import ({why}). {remedy}"
 
 
-def supports_int8(name: str) -> bool:
-    """Whether the backend computes int8 graphs right here (False on tflite-runtime)."""
-    return runtime_package(name) not in _REGISTRY.int8_unsupported
-
-
-def int8_alternative(name: str) -> BackendModule | None:
-    """The preferred module of backend `name` that computes int8 right: what to install for int8 where
-    the runtime here does not (ai-edge-litert for litert on tflite-runtime), or None."""
-    return next((module for module in _REGISTRY.backends[name] if not module.int8_unsupported), None)
-
-
 def available_backends() -> list[str]:
     """Backends whose runtime package imports here, in order of preference."""
     return [name for name in _REGISTRY.backends if backend_installed(name)]
@@ -269,4 +255,15 @@ def open_graph(backend: str, path: str | Path, input_names, output_names, num_th
             logger.warning("the %s backend runs on %s: %s is installed but fails to import (%s)", backend,
                            chosen.package, package, why)
     module = importlib.import_module(chosen.module)
-    return module.open_session(path, input_names, output_names, num_threads)
+    session = module.open_session(path, input_names, output_names, num_threads)
+    session.runtime = runtime_version(chosen)
+    return session
+
+
+def runtime_version(backend: BackendModule) -> str:
+    """The runtime package and its version, as error messages name it: "tflite_runtime 2.14.0"."""
+    try:
+        version = importlib.metadata.version(backend.distribution)
+    except importlib.metadata.PackageNotFoundError:  # a vendored or frozen copy
+        version = getattr(sys.modules.get(backend.package), "__version__", "(version unknown)")
+    return f"{backend.package} {version}"

@@ -40,7 +40,6 @@ GRAPH_SUFFIX = ".tflite"
 RUNTIME_MODULE = "ai_edge_litert.interpreter"
 INSTALL = "hear-edge[litert]"
 PREFERENCE = 20
-INT8_UNSUPPORTED = None
 
 # XNNPACK's in-memory weight cache; a cache *file* shared by two graphs hands one graph the other's
 # weights without a word (measured: wrong logits), so it is never a file.

@@ -17,7 +17,6 @@ GRAPH_SUFFIX = ".onnx"
 RUNTIME_MODULE = "onnxruntime"
 INSTALL = "hear-edge[onnx]"
 PREFERENCE = 10
-INT8_UNSUPPORTED = None
 
 
 class OnnxSession(GraphSession):

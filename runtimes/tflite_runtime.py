@@ -1,5 +1,7 @@
 """The litert backend on tflite-runtime, where ai-edge-litert is not offered (32-bit Pi OS, old systems,
-Chaquopy): the same interpreter API, tried after ai-edge-litert, and fp32 graphs only."""
+Chaquopy): the same interpreter API, tried after ai-edge-litert. Its int8 kernels differ from
+ai-edge-litert's (2.14's hybrid per-channel FULLY_CONNECTED is wrong): the int8 recipe avoids them,
+and the self-test at load (hear_edge.selftest) refuses a graph any runtime computes wrong."""
 
 from __future__ import annotations
 
@@ -12,8 +14,6 @@ GRAPH_SUFFIX = ".tflite"
 RUNTIME_MODULE = "tflite_runtime.interpreter"
 INSTALL = "hear-edge[tflite-runtime]"
 PREFERENCE = 30
-INT8_UNSUPPORTED = ("tflite-runtime's int8 fully-connected kernels compute these graphs wrong (one nn.Linear "
-                    "through the int8 recipe: relative error 1.0 on 2.14, 7e-3 on ai-edge-litert)")
 
 
 def open_session(path, input_names, output_names, num_threads) -> litert.LiteRtSession:

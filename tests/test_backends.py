@@ -99,19 +99,12 @@ def test_litert_names_tflite_runtime_as_its_alternative(monkeypatch):
         base.backend_problem("litert")
 
 
-def test_litert_falls_back_to_tflite_runtime_and_then_refuses_int8(monkeypatch):
-    """Where ai_edge_litert is absent, the litert backend is tflite_runtime, which gets no int8."""
+def test_litert_falls_back_to_tflite_runtime(monkeypatch):
+    """Where ai_edge_litert is absent, the litert backend is tflite_runtime."""
     tflite = pytest.importorskip("tflite_runtime.interpreter")
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
     assert tflite is not None and base.runtime_package("litert") == "tflite_runtime"
-    assert not base.supports_int8("litert") and base.supports_int8("onnx")
-
-
-def test_int8_is_supported_where_the_runtime_is_not_in_the_record():
-    if base.runtime_package("litert") not in (None, "tflite_runtime"):
-        assert base.supports_int8("litert")
-    assert set(base.INT8_UNSUPPORTED) == {"tflite_runtime"}
 
 
 # ---- the registry: each module of runtimes/ is one backend, and declares itself ----
@@ -140,12 +133,10 @@ def test_the_registry_is_the_modules_of_runtimes_and_what_each_declares():
     backend_words, format_words = set(), set()
     for entry in base.BACKEND_MODULES:
         module = importlib.import_module(entry.module)
-        assert (entry.name, entry.format, entry.graph_suffix, entry.runtime_module, entry.install,
-                entry.int8_unsupported) == (module.NAME, module.FORMAT, module.GRAPH_SUFFIX, module.RUNTIME_MODULE,
-                                            module.INSTALL, module.INT8_UNSUPPORTED)
+        assert (entry.name, entry.format, entry.graph_suffix, entry.runtime_module, entry.install) == \
+            (module.NAME, module.FORMAT, module.GRAPH_SUFFIX, module.RUNTIME_MODULE, module.INSTALL)
         assert base.BACKEND_FORMAT[module.NAME] == module.FORMAT and module.NAME in base.FORMAT_BACKENDS[module.FORMAT]
         assert base.GRAPH_SUFFIX[module.FORMAT] == module.GRAPH_SUFFIX
-        assert base.INT8_UNSUPPORTED.get(entry.package) == module.INT8_UNSUPPORTED
         assert entry in base.BACKENDS[module.NAME]
         backend_words |= {module.NAME, module.RUNTIME_MODULE, entry.package, module.INSTALL}
         format_words |= {module.FORMAT, module.GRAPH_SUFFIX}
@@ -165,13 +156,16 @@ GRAPH_SUFFIX = ".onnx"
 RUNTIME_MODULE = "json"
 INSTALL = "hear-edge[fakevino]"
 PREFERENCE = 15
-INT8_UNSUPPORTED = None
 opened = []
+
+
+class Session:
+    name = "a fakevino session"
 
 
 def open_session(path, input_names, output_names, num_threads):
     opened.append((path, num_threads))
-    return "a fakevino session"
+    return Session()
 '''
 
 
@@ -188,7 +182,8 @@ def test_a_new_backend_is_one_file_and_shares_a_format(tmp_path, monkeypatch):
     assert base.backend_problem("fakevino") is None and base.runtime_package("fakevino") == "json"
     assert list(registry.backends) == ["onnx", "fakevino", "litert"] and "fakevino" in base.available_backends()
     graph = TINY_ONNX_BUNDLE / "task.fp32.onnx"
-    assert base.open_graph("fakevino", graph, ["a"], ["b"], num_threads=2) == "a fakevino session"
+    session = base.open_graph("fakevino", graph, ["a"], ["b"], num_threads=2)
+    assert session.name == "a fakevino session" and session.runtime.startswith("json ")
     assert sys.modules["more_runtimes.fakevino"].opened == [(graph, 2)]
 
 
@@ -197,8 +192,8 @@ def test_a_module_that_declares_too_little_a_disagreement_or_no_module_is_named(
     for package, files, message in (
             ("half_runtimes", {"half.py": 'NAME = "half"\nPREFERENCE = "first"\n'},
              r"half_runtimes\.half is not a backend module: it must declare NAME, FORMAT, GRAPH_SUFFIX, "
-             r"RUNTIME_MODULE, INSTALL, PREFERENCE, INT8_UNSUPPORTED .* missing or of the wrong type: FORMAT, "
-             r"GRAPH_SUFFIX, RUNTIME_MODULE, INSTALL, PREFERENCE, INT8_UNSUPPORTED, open_session\."),
+             r"RUNTIME_MODULE, INSTALL, PREFERENCE .* missing or of the wrong type: FORMAT, "
+             r"GRAPH_SUFFIX, RUNTIME_MODULE, INSTALL, PREFERENCE, open_session\."),
             ("odd_runtimes", {"a.py": FAKE_BACKEND, "b.py": FAKE_BACKEND.replace('"onnx"', '"tflite"')},
              r"odd_runtimes\.a and odd_runtimes\.b disagree: backend 'fakevino' runs onnx"),
             ("no_runtimes", {}, r"no backend module found in no_runtimes")):
@@ -235,19 +230,16 @@ def litert_on_tflite_runtime(monkeypatch):
 
 
 def test_the_litert_backend_falls_back_to_the_tflite_runtime_module(litert_on_tflite_runtime):
+    """The default bundle's int8 graphs load on the tflite_runtime module (their self-test passes: the
+    interpreter underneath is ai-edge-litert's) and the error messages name that runtime."""
     from hear_edge.classifier import default_bundle_path
-    from hear_edge.errors import BundleError
 
-    assert base.runtime_package("litert") == "tflite_runtime" and not base.supports_int8("litert")
+    assert base.runtime_package("litert") == "tflite_runtime"
     bundle = default_bundle_path()  # its graphs are int8 only
     graph = bundle / "task.int8.tflite"
     session = base.open_graph("litert", graph, ["acoustic", "spectrum_pairs", "valid_frames"], ["logits", "pooled"])
     assert litert_on_tflite_runtime.opened == [str(graph)] and session.signatures
-    with pytest.raises(BackendUnavailableError, match=r"int8 graphs are refused on tflite_runtime: tflite-runtime's "
-                                                      r"int8 fully-connected kernels .* Use precision='fp32' \(or "
-                                                      r"'auto'\), or install ai-edge-litert \(pip install "
-                                                      r"'hear-edge\[litert\]'\) for int8\.$"):
-        HearEdge.load(bundle, backend="litert", precision="int8")
-    with pytest.raises(BundleError, match=r"only tflite \['int8'\] graphs, and the litert backend on tflite_runtime "
-                                          r"cannot run int8: .* or install ai-edge-litert\.$"):
-        HearEdge.load(bundle, backend="litert")
+    assert session.runtime == "tflite_runtime (version unknown)"
+    model = HearEdge.load(bundle, backend="litert")
+    assert (model.backend, model.precision) == ("litert", "int8")
+    assert model.classify(REPO_ROOT / "examples" / "clips" / "yes.wav").top.label == "yes"

@@ -56,6 +56,42 @@ def test_int8_gates_hold_on_real_audio(tiny_bundle, fmt):
     assert figures["passed"]
 
 
+@pytest.mark.parametrize("fmt,precision", VARIANTS)
+def test_every_graph_records_a_probe_that_passes_on_every_installed_backend(tiny_bundle, fmt, precision):
+    from hear_edge.runtimes.base import FORMAT_BACKENDS, backend_installed, open_graph
+    from hear_edge.selftest import PROBE_TOLERANCE, self_test
+
+    manifest = read_manifest(tiny_bundle)
+    backends = [b for b in FORMAT_BACKENDS[fmt] if backend_installed(b)]
+    assert backends, f"no {fmt} backend installed"
+    for role in ("acoustic_window", "task"):
+        spec = manifest.graph(role, fmt, precision)
+        assert spec.probe["tolerance"] == PROBE_TOLERANCE[precision]
+        assert spec.probe["signature"] == (f"{'window' if role == 'acoustic_window' else 'task'}_50"
+                                           if fmt == "tflite" else None)
+        for backend in backends:
+            session = open_graph(backend, tiny_bundle / spec.file, spec.input_names, spec.output_names)
+            assert self_test(session, spec, backend, session.runtime) <= spec.probe["tolerance"]
+
+
+def test_the_tflite_int8_recipe_keeps_fully_connected_weights_per_tensor(tiny_bundle):
+    """tflite-runtime 2.14 computes hybrid FULLY_CONNECTED with per-channel weights wrong (issue 21)."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils
+
+    for role in ("acoustic_window", "task"):
+        model = tfl_flatbuffer_utils.read_model(str(tiny_bundle / f"{role}.int8.tflite"))
+        names = [getattr(tfl_flatbuffer_utils.TFL_OP_CODE_TO_NAME.get(code.builtinCode), "value", None)
+                 for code in model.operatorCodes]
+        scale_counts = set()  # how many scales each quantised FULLY_CONNECTED input has
+        for graph in model.subgraphs:
+            for op in graph.operators:
+                if names[op.opcodeIndex] != "FULLY_CONNECTED":
+                    continue
+                quantised = [graph.tensors[i].quantization for i in op.inputs if i >= 0]
+                scale_counts |= {len(q.scale) for q in quantised if q is not None and q.scale is not None}
+        assert scale_counts == {1}, role
+
+
 def test_onnx_int8_stores_its_large_float_weights_as_fp16(tiny_bundle):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto
