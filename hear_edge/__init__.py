@@ -3,9 +3,9 @@
 import logging
 
 from .classifier import Category, ClassificationResult, Embeddings, HearEdge
-from .errors import (AudioDeviceError, AudioTooShortError, BackendUnavailableError, BundleError, CheckpointError, ClipTooLongError,
-                     ConfigError, HearEdgeError, InvalidArgumentError, InvalidAudioError, LabelError, ParityError,
-                     SelfTestError)
+from .errors import (AudioDeviceError, AudioTooShortError, BackendUnavailableError, BundleError, CheckpointError,
+                     ClipTooLongError, ConfigError, HearEdgeError, InvalidArgumentError, InvalidAudioError, LabelError,
+                     ParityError, SelfTestError)
 from .frontend import compute_features
 from .streaming import ClassificationStream
 
