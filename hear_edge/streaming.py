@@ -19,9 +19,9 @@ import time
 import numpy as np
 
 from .audio import check_array, check_sample_rate, mono_resampler
-from .classifier import Category, ClassificationResult, _ResultFilter, build_result
 from .errors import AudioTooShortError, InvalidArgumentError, InvalidAudioError
 from .frontend import SAMPLE_RATE_HZ
+from .results import Category, ClassificationResult, _ResultFilter, build_result
 
 _HOP = 160
 _HALF_WINDOW = 200
