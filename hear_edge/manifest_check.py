@@ -11,6 +11,7 @@ import math
 import re
 
 from .errors import BundleError
+from .schema import FORMATS, PRECISIONS, ROLES
 from .segments import segment_samples
 
 MAX_WINDOW_FRAMES = 10_000
@@ -22,7 +23,6 @@ MAX_GRAPH_BYTES = 4 << 30
 MAX_STREAMING_SECONDS = 30.0
 # The runtime's frontend constants: the streaming frame cache and the graphs' mel input assume them.
 SUPPORTED_FRONTEND = {"sample_rate_hz": 16000, "n_fft": 1024, "window_samples": 400, "hop_samples": 160}
-ROLES = ("acoustic_window", "task")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _TOP_REQUIRED = ("model_name", "model_version", "labels", "frontend", "window_frames", "overlap_frames",
@@ -84,13 +84,11 @@ class _Checker:
 def validate_manifest(data, source: str = "manifest") -> None:
     """Refuse a manifest (a parsed JSON object) whose fields are missing, unknown, mistyped or out of range.
 
-    The schema version is checked before this (bundle.check_schema_version).
+    The schema version is checked before this (`hear_edge.schema.check_schema_version`).
 
     Raises:
         BundleError: naming the first bad field, what it must be and what it is.
     """
-    from .bundle import FORMATS, PRECISIONS
-
     check = _Checker(source)
     check.keys(data, "", _TOP_REQUIRED, _TOP_OPTIONAL)
     check.string(data["model_name"], "model_name")
