@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import re
 
-from .errors import BundleError
+from .errors import BundleError, InvalidArgumentError
 from .schema import FORMATS, PRECISIONS, ROLES
 from .segments import segment_samples
+from .stream_timing import check_stream_timing
 
 MAX_WINDOW_FRAMES = 10_000
 # 10 minutes of acoustic frames; a bucket this long pads to 1 x 30000 x 1026 float32 (123 MB).
@@ -193,8 +194,10 @@ def validate_manifest(data, source: str = "manifest") -> None:
         hop, context = streaming.get("hop_seconds"), streaming.get("context_seconds")
         if (hop is None) != (context is None):
             check.fail("streaming", "both hop_seconds and context_seconds, or neither", streaming)
-        if hop is not None and hop > context:
-            check.fail("streaming.hop_seconds", f"at most context_seconds ({context})", hop)
         longest = segment_samples(max_task, frontend["hop_samples"]) / frontend["sample_rate_hz"]
-        if context is not None and context > longest:
-            check.fail("streaming.context_seconds", f"at most one segment of max_task_frames ({longest:g} s)", context)
+        if hop is not None:
+            try:  # the limits create_stream holds the defaults to (one segment of max_task_frames at most)
+                check_stream_timing(hop, context, longest, ("streaming.hop_seconds", "streaming.context_seconds"))
+            except InvalidArgumentError as error:
+                raise BundleError(f"{source}: manifest field {error} The manifest is damaged or was not written "
+                                  f"by `hear-edge export`: re-export or re-copy the bundle.") from None

@@ -225,6 +225,13 @@ _DELETE = object()
     (["extra_field"], 1, r"manifest top level has unknown field\(s\) \['extra_field'\].*upgrade hear-edge"),
     (["streaming"], {"hop_seconds": 0}, r"streaming\.hop_seconds must be a number in \(0, 30\], got 0"),
     (["streaming"], {"context_seconds": 1e9}, r"streaming\.context_seconds must be a number in \(0, 30\]"),
+    # The limits create_stream holds them to (hear_edge.stream_timing), not looser ones of its own:
+    (["streaming"], {"context_seconds": 1.0, "hop_seconds": 0.013},
+     r"streaming\.hop_seconds must be between 0\.05 and 30\.0 s, got 0\.013"),
+    (["streaming"], {"context_seconds": 1.0, "hop_seconds": 0.123},
+     r"streaming\.hop_seconds must be a multiple of 10 ms \(the frame hop\), got 0\.123"),
+    (["streaming"], {"context_seconds": 0.5, "hop_seconds": 1.0},
+     r"streaming\.hop_seconds \(1\.0\) must not exceed streaming\.context_seconds \(0\.5\)"),
     (["streaming"], {"score_threshold": 1.5}, r"streaming\.score_threshold must be a number in \[0, 1\], got 1\.5"),
     (["streaming"], {"background_labels": ["zeta"]},
      r"streaming\.background_labels must be a list of distinct labels from `labels`, got \['zeta'\]"),
