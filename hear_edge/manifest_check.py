@@ -11,6 +11,7 @@ import math
 import re
 
 from .errors import BundleError, InvalidArgumentError
+from .frontend import FrontendParams
 from .schema import FORMATS, PRECISIONS, ROLES
 from .segments import segment_samples
 from .stream_timing import check_stream_timing
@@ -23,7 +24,8 @@ MAX_LABELS = 100_000
 MAX_GRAPH_BYTES = 4 << 30
 MAX_STREAMING_SECONDS = 30.0
 # The runtime's frontend constants: the streaming frame cache and the graphs' mel input assume them.
-SUPPORTED_FRONTEND = {"sample_rate_hz": 16000, "n_fft": 1024, "window_samples": 400, "hop_samples": 160}
+SUPPORTED_FRONTEND = {key: getattr(FrontendParams(), key) for key in ("sample_rate_hz", "n_fft", "window_samples",
+                                                                     "hop_samples")}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _TOP_REQUIRED = ("model_name", "model_version", "labels", "frontend", "window_frames", "overlap_frames",

@@ -247,6 +247,19 @@ def test_every_manifest_field_is_checked_and_named(path, value, message):
         Manifest.from_dict(data, source="m.json")
 
 
+def test_the_supported_frontend_is_the_frontend_defaults_not_a_copy():
+    code = ("import importlib\n"
+            "from hear_edge import frontend, manifest_check\n"
+            "defaults = list(frontend.FrontendParams.__init__.__defaults__)\n"
+            "defaults[3] = 320  # hop_samples\n"
+            "frontend.FrontendParams.__init__.__defaults__ = tuple(defaults)\n"
+            "supported = importlib.reload(manifest_check).SUPPORTED_FRONTEND\n"
+            "print(supported['hop_samples'], supported['n_fft'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["320", "1024"]
+
+
 def test_a_duplicate_graph_variant_is_refused():
     data = json.loads((TINY / "manifest.json").read_text())
     data["graphs"].append(data["graphs"][0])
