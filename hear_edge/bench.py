@@ -24,12 +24,11 @@ from .runtimes.base import BACKEND_FORMAT, BACKEND_MODULES, FORMAT_BACKENDS
 from .errors import HearEdgeError
 from .gates import cosine, verdict
 from .macs import model_flops
-from .signals import synthetic_clip, synthetic_clips
+from .signals import PARITY_SECONDS, synthetic_clip, synthetic_clips
 
 logger = logging.getLogger("hear_edge")
 
 SCHEMA_VERSION = 2  # 2: streams per kind (keyword, long_context), speed-ups vs PyTorch, host int8 flags
-PARITY_SECONDS = (1.0, 10.0, 30.0)  # stored reference outputs exist for these (the export's clips)
 # (context, hop) in seconds: a keyword spotter's stream and a scene classifier's.
 STREAMS = {"keyword": (1.0, 0.25), "long_context": (6.0, 1.0)}
 
@@ -187,6 +186,12 @@ def _parity(outputs: dict, reference: dict, precision: str) -> dict:
             "cosine_of": "mean acoustic frame vector per clip", **judged}
 
 
+def parity_seconds(lengths) -> list[float]:
+    """The parity clips a bench compares: the export's (`signals.PARITY_SECONDS`, whose reference
+    outputs the bundle stores) of the lengths it times."""
+    return [s for s in PARITY_SECONDS if s in lengths]
+
+
 def machine_info() -> dict:
     from .host import cpu_model_and_flags, host_cpu
 
@@ -220,7 +225,7 @@ def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=No
     lengths = (1.0, 10.0) if quick else (1.0, 2.0, 3.0, 6.0, 10.0, 30.0, 60.0)
     repeats = 3 if quick else 10
     common = {"lengths": lengths, "repeats": repeats, "stream_seconds": 10.0 if quick else 60.0,
-              "parity_seconds": [s for s in PARITY_SECONDS if not quick or s <= 10.0]}
+              "parity_seconds": parity_seconds(lengths)}
     rows_to_run = []
     for fmt, precision in manifest.variants():
         for backend in FORMAT_BACKENDS[fmt]:
