@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import json
 import logging
 import os
@@ -17,7 +16,7 @@ from hear_edge.bundle import (FORMATS, PRECISIONS, Manifest, default_background_
                               stream_settings)
 from hear_edge.errors import ConfigError, HearEdgeError, LabelError
 from hear_edge.frontend import FrontendParams
-from hear_edge.host import host_cpu
+from hear_edge.host import host_cpu, package_versions
 from hear_edge.model import load_checkpoint
 from hear_edge.segments import segment_samples
 
@@ -95,17 +94,6 @@ def _detection_settings(labels: list[str], threshold, background_labels) -> dict
     if threshold is not None:
         settings["score_threshold"] = float(threshold)
     return settings
-
-
-def _versions() -> dict[str, str]:
-    versions = {}
-    for package in ("hear-edge", "torch", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert",
-                    "ai-edge-quantizer", "numpy"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
 
 
 def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, precisions=PRECISIONS,
@@ -201,7 +189,8 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
                 "checkpoint_sha256": sha256_file(checkpoint) if isinstance(checkpoint, (str, Path)) else None,
                 "config": hear_config.to_dict(),
                 "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "versions": _versions(),
+                "versions": package_versions(("hear-edge", "torch", "onnx", "onnxruntime", "litert-torch",
+                                              "ai-edge-litert", "ai-edge-quantizer", "numpy")),
                 "onnx_opset": ONNX_OPSET,
                 "int8": {"onnx": "quantize_dynamic " + json.dumps(ONNX_INT8_RECIPE) + ", dynamic uint8 "
                                  "activations; Conv1d, Spectrogram Mixture gate and mixture matmuls kept float; "

@@ -193,7 +193,7 @@ def parity_seconds(lengths) -> list[float]:
 
 
 def machine_info() -> dict:
-    from .host import cpu_model_and_flags, host_cpu
+    from .host import cpu_model_and_flags, host_cpu, package_versions
 
     info = {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
             "cores": os.cpu_count(), "host": host_cpu()}
@@ -203,13 +203,8 @@ def machine_info() -> dict:
     if flags:
         info["cpu_flags"] = " ".join(f for f in flags if f.startswith(
             ("avx", "fma", "sse4", "neon", "asimd", "sve", "i8mm", "dotprod", "vnni", "amx")))
-    import importlib.metadata
     runtimes = dict.fromkeys(module.distribution for module in BACKEND_MODULES)  # onnxruntime, ai-edge-litert, ...
-    for package in ("numpy", *runtimes, "torch", "hear-edge"):
-        try:
-            info[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
+    info.update(package_versions(("numpy", *runtimes, "torch", "hear-edge")))
     return info
 
 

@@ -136,3 +136,9 @@ def test_the_bench_compares_the_export_parity_clips_of_the_lengths_it_times():
     assert parity_seconds((1.0, 10.0)) == [1.0, 10.0]
     assert parity_seconds((1.0, 2.0, 3.0, 6.0, 10.0, 30.0, 60.0)) == [1.0, 6.0, 10.0, 30.0]
     assert set(parity_seconds(PARITY_SECONDS)) == set(PARITY_SECONDS)  # every clip the bundle stores outputs of
+
+
+def test_package_versions_lists_the_installed_ones_in_order():
+    from hear_edge.host import package_versions
+
+    assert package_versions(("no-such-distribution-here", "numpy")) == {"numpy": np.__version__}
