@@ -66,7 +66,7 @@ def _child_main(args: dict, started: float) -> dict:
     if args["kind"] == "pytorch":
         import torch
 
-        from .model import FRONTEND, load_checkpoint
+        from .model import FRONTEND, load_checkpoint, reference_outputs
         from .segments import segment_samples, split_segments
 
         torch.set_num_threads(args["threads"])
@@ -79,16 +79,11 @@ def _child_main(args: dict, started: float) -> dict:
         def run(wave):
             outputs = []
             for _, segment in split_segments([wave], length, 2 * FRONTEND.hop_samples):
-                tensor = torch.from_numpy(segment.astype(np.float32))[None, None]  # float64 from the planner
-                with torch.no_grad():
-                    outputs.append(model(tensor, torch.tensor([segment.shape[0]]))[0].numpy())
+                outputs.append(reference_outputs(model, segment, acoustic=False)[0])  # float64 from the planner
             return np.mean(outputs, axis=0), {}
 
         def acoustic_mean(wave):
-            tensor = torch.from_numpy(wave)[None, None]
-            with torch.no_grad():
-                log_mel, frames, _ = model.preprocessor(tensor, torch.tensor([wave.shape[0]]))
-                return model.acoustic_model(log_mel, frames)[0][0].numpy().mean(axis=0)
+            return reference_outputs(model, wave)[1].mean(axis=0)
     else:
         from .classifier import HearEdge
 
@@ -171,7 +166,7 @@ def _parity(outputs: dict, reference: dict, precision: str) -> dict:
 
     The logit figures are the gate's own (every clip's logits against the reference's). The
     cosine is weaker than the gate's: the bundle stores only each clip's *mean* acoustic frame
-    vector (`reference_outputs`), so it is the cosine of the mean frame vectors, not of every
+    vector (`export.parity.check_parity`), so it is the cosine of the mean frame vectors, not of every
     frame; top-1 agreement is over the synthetic clips only (the gate prefers real audio).
     """
     names = sorted(set(outputs) & set(reference))
