@@ -43,6 +43,10 @@ class ParityError(HearEdgeError):
     """An exported graph whose outputs differ from the reference beyond its gate."""
 
 
+class InferenceError(HearEdgeError, RuntimeError):
+    """A backend that fails running a graph on the inputs hear-edge prepared; names the backend and the graph."""
+
+
 class BackendUnavailableError(HearEdgeError, ImportError):
     """A runtime backend whose package is not installed."""
 

@@ -12,7 +12,8 @@ A backend module declares (plain constants, read here without importing its runt
 - ``PREFERENCE``: lower is tried first, by ``backend="auto"`` and among the modules of one name.
 - ``INT8_UNSUPPORTED``: None, or why its runtime computes int8 graphs wrong (they are refused there).
 
-and ``open_session(path, input_names, output_names, num_threads) -> GraphSession``. Adding a
+and ``open_session(path, input_names, output_names, num_threads) -> GraphSession`` (whose ``_run`` a
+backend implements; ``GraphSession.run`` wraps its errors in an ``InferenceError``). Adding a
 backend is adding such a file (and its pip extra); the tables below are derived from them.
 """
 
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hear_edge.errors import BackendUnavailableError, BundleError, HearEdgeError, InvalidArgumentError
+from hear_edge.errors import BackendUnavailableError, BundleError, HearEdgeError, InferenceError, InvalidArgumentError
 
 logger = logging.getLogger("hear_edge")
 
@@ -45,9 +46,25 @@ class GraphSession(ABC):
         self.output_names = list(output_names)
         self.num_threads = num_threads
 
-    @abstractmethod
     def run(self, inputs: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
-        """Run on inputs named as in `input_names`; `signature` picks an entry point where there are several."""
+        """Run on inputs named as in `input_names`; `signature` picks an entry point where there are several.
+
+        Raises:
+            InferenceError: the runtime failed (its own exception, named, is the cause).
+        """
+        try:
+            return self._run(inputs, signature)
+        except (HearEdgeError, MemoryError):
+            raise
+        except Exception as error:  # each runtime raises its own untyped exceptions
+            backend = getattr(sys.modules.get(type(self).__module__), "NAME", type(self).__name__)  # its module's
+            raise InferenceError(f"the {backend} backend failed running {self.path}"
+                                 f"{f' (signature {signature})' if signature else ''}: {type(error).__name__}: "
+                                 f"{error}") from error
+
+    @abstractmethod
+    def _run(self, inputs: dict[str, np.ndarray], signature: str | None) -> dict[str, np.ndarray]:
+        """`run` without the wrapping: what a backend module implements."""
 
     @abstractmethod
     def output_shape(self, name: str) -> list:

@@ -54,7 +54,7 @@ class LiteRtSession(GraphSession):
             raise BundleError(f"{self.path} has no output {key} (the manifest's {name!r}); it has {sorted(details)}.")
         return [int(d) for d in details[key]["shape"]]
 
-    def run(self, inputs: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
+    def _run(self, inputs: dict[str, np.ndarray], signature: str | None) -> dict[str, np.ndarray]:
         with self._lock:
             runner = self._runner(signature)
             outputs = runner(**{f"args_{i}": inputs[name] for i, name in enumerate(self.input_names)})

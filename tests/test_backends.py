@@ -250,3 +250,17 @@ def test_the_litert_backend_falls_back_to_the_tflite_runtime_module(litert_on_tf
     with pytest.raises(BundleError, match=r"only tflite \['int8'\] graphs, and the litert backend on tflite_runtime "
                                           r"cannot run int8: .* or install ai-edge-litert\.$"):
         HearEdge.load(bundle, backend="litert")
+
+
+def test_a_runtime_failure_is_an_inference_error_naming_the_backend_and_graph():
+    import numpy as np
+
+    from hear_edge.errors import InferenceError
+
+    if not base.backend_installed("onnx"):
+        pytest.skip("onnxruntime is not installed")
+    graph = base.open_graph("onnx", TINY_ONNX_BUNDLE / "acoustic_window.fp32.onnx", ["log_mel"], ["acoustic"])
+    wrong = np.zeros((1, 3, 40), np.float32)  # 3 mel bins where the graph takes the bundle's count
+    with pytest.raises(InferenceError, match=r"the onnx backend failed running .*"
+                                             r"acoustic_window\.fp32\.onnx: \w+"):
+        graph.run({"log_mel": wrong})
