@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hear_edge.bundle import (FORMATS, PRECISIONS, Manifest, default_background_labels, sha256_file,
                               stream_settings)
-from hear_edge.errors import ConfigError, HearEdgeError, LabelError
+from hear_edge.errors import ConfigError, InvalidArgumentError, LabelError
 from hear_edge.frontend import FrontendParams
 from hear_edge.host import host_cpu, package_versions
 from hear_edge.model import load_checkpoint
@@ -135,11 +135,11 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
     formats, precisions = tuple(formats), tuple(precisions)
     bad = [f for f in formats if f not in FORMATS] + [p for p in precisions if p not in PRECISIONS]
     if bad or not formats or not precisions:
-        raise HearEdgeError(f"formats must be some of {FORMATS} and precisions some of {PRECISIONS}; "
+        raise InvalidArgumentError(f"formats must be some of {FORMATS} and precisions some of {PRECISIONS}; "
                             f"got formats={formats}, precisions={precisions}.")
     out = Path(out)
     if out.exists() and not overwrite:
-        raise HearEdgeError(f"{out} already exists; choose another path or pass overwrite=True (--overwrite).")
+        raise InvalidArgumentError(f"{out} already exists; choose another path or pass overwrite=True (--overwrite).")
     model = load_checkpoint(checkpoint, config)
     frontend = FrontendParams()
     n_fft = model.config.acoustic_model.spectrogram_n_fft

@@ -10,7 +10,7 @@ import numpy as np
 
 from hear_edge import signals
 from hear_edge.audio import AUDIO_SUFFIXES, load_input
-from hear_edge.errors import HearEdgeError, ParityError
+from hear_edge.errors import DataFolderError, HearEdgeError, ParityError
 from hear_edge.frontend import compute_features
 from hear_edge.gates import cosine, verdict
 from hear_edge.inference import InferenceEngine
@@ -37,7 +37,7 @@ def real_clips(directory: str | Path, max_samples: int, limit: int = 32) -> list
     (one segment, `hear_edge.segments.segment_samples`: 30 s for the official Task Model)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise HearEdgeError(f"calibration folder {directory} does not exist.")
+        raise DataFolderError(f"calibration folder {directory} does not exist.")
     clips = []
     for path in sorted(p for p in directory.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
         try:
@@ -51,7 +51,7 @@ def real_clips(directory: str | Path, max_samples: int, limit: int = 32) -> list
         if len(clips) == limit:
             break
     if not clips:
-        raise HearEdgeError(f"calibration folder {directory} has no readable audio of 0.1 s or more.")
+        raise DataFolderError(f"calibration folder {directory} has no readable audio of 0.1 s or more.")
     return clips
 
 

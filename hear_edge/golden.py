@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HearEdgeError
+from .errors import DataFolderError
 from .frontend import compute_features
 
 LOGIT_BOUND = 1e-4
@@ -36,7 +36,7 @@ class GoldenCase:
 def golden_cases(golden_dir: str | Path) -> list[GoldenCase]:
     golden_dir = Path(golden_dir)
     if not (golden_dir / "cases.json").is_file():
-        raise HearEdgeError(f"{golden_dir} is not a golden set: it has no cases.json (see "
+        raise DataFolderError(f"{golden_dir} is not a golden set: it has no cases.json (see "
                             f"tests/data/golden/tiny for the layout).")
     names = json.loads((golden_dir / "cases.json").read_text())
     return [GoldenCase.load(golden_dir / f"{name}.npz") for name in names]
