@@ -11,6 +11,11 @@ READABLE_SCHEMA_VERSIONS = (1, 2)
 FORMATS = tuple(FORMAT_BACKENDS)  # ("onnx", "tflite"): the formats some backend runs
 PRECISIONS = ("fp32", "int8")
 ROLES = ("acoustic_window", "task")
+# The graphs' tensor names: export names them, the manifest records them, the engine feeds and reads them.
+LOG_MEL, ACOUSTIC, SPECTRUM_PAIRS, LOGITS, POOLED = "log_mel", "acoustic", "spectrum_pairs", "logits", "pooled"
+VALID_FRAMES = "valid_frames"  # the masked (bucketed) graphs' extra input: how many frames are real
+WINDOW_INPUTS, WINDOW_OUTPUTS = (LOG_MEL,), (ACOUSTIC,)
+TASK_INPUTS, TASK_OUTPUTS = (ACOUSTIC, SPECTRUM_PAIRS), (LOGITS, POOLED)
 
 
 def check_schema_version(data, source: str) -> int:

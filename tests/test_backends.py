@@ -264,3 +264,12 @@ def test_a_runtime_failure_is_an_inference_error_naming_the_backend_and_graph():
     with pytest.raises(InferenceError, match=r"the onnx backend failed running .*"
                                              r"acoustic_window\.fp32\.onnx: \w+"):
         graph.run({"log_mel": wrong})
+
+
+def test_graph_tensor_names_are_typed_once_in_the_schema():
+    from hear_edge import schema
+
+    names = {schema.LOG_MEL, schema.ACOUSTIC, schema.SPECTRUM_PAIRS, schema.LOGITS, schema.POOLED, schema.VALID_FRAMES}
+    assert len(names) == 6
+    for path in ("export/graphs.py", "export/formats.py", "hear_edge/inference.py"):
+        assert not names & _literals(REPO_ROOT / path), path
