@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import read_manifest
-from .runtimes.base import BACKEND_FORMAT, BACKEND_MODULES, FORMAT_BACKENDS
+from .runtimes.base import (BACKEND_FORMAT, BACKEND_MODULES, FORMAT_BACKENDS, backend_installed, runtime_package,
+                            supports_int8)
 from .errors import HearEdgeError
 from .gates import cosine, verdict
 from .macs import model_flops
@@ -207,7 +208,6 @@ def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=No
               quick: bool = False) -> dict:
     """Measure every backend x precision x threads row of a bundle, plus PyTorch eager on the same weights."""
     from .classifier import default_bundle_path
-    from .runtimes.base import backend_installed, runtime_package, supports_int8
 
     bundle = Path(bundle) if bundle else default_bundle_path()
     manifest = read_manifest(bundle)

@@ -18,6 +18,9 @@ from .inference import ClipOutputs, InferenceEngine
 # Re-exported: the result types and the default are imported from here (and from hear_edge).
 from .results import (DEFAULT_MAX_RESULTS, Category, ClassificationResult, Embeddings, _ResultFilter,  # noqa: F401
                       build_result)
+# Loaded with the bundle schema anyway; the runtimes themselves (onnxruntime, ...) are imported when probed.
+from .runtimes.base import (BACKEND_FORMAT, INT8_UNSUPPORTED, backend_problem, int8_alternative, runtime_package,
+                            supports_int8)
 from .segments import split_segments
 from .streaming import ClassificationStream
 
@@ -62,9 +65,6 @@ class HearEdge:
             BackendUnavailableError: the chosen backend's package is not installed or fails to
                 import (with the import error and the remedy); int8 asked of tflite-runtime.
         """
-        from .runtimes.base import (BACKEND_FORMAT, INT8_UNSUPPORTED, backend_problem, int8_alternative,
-                                    runtime_package, supports_int8)
-
         bundle_dir = default_bundle_path() if bundle is None else Path(bundle)
         # The chosen variant's two graphs are verified as InferenceEngine opens them; the others
         # are never read, so they are not hashed (`hear-edge info` verifies every graph).
