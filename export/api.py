@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import json
 import logging
 import os
@@ -15,9 +14,9 @@ from pathlib import Path
 
 from hear_edge.bundle import (FORMATS, PRECISIONS, Manifest, default_background_labels, sha256_file,
                               stream_settings)
-from hear_edge.errors import ConfigError, HearEdgeError, LabelError
+from hear_edge.errors import ConfigError, InvalidArgumentError, LabelError
 from hear_edge.frontend import FrontendParams
-from hear_edge.host import host_cpu
+from hear_edge.host import host_cpu, package_versions
 from hear_edge.model import load_checkpoint
 from hear_edge.segments import segment_samples
 from hear_edge.selftest import with_probe
@@ -98,17 +97,6 @@ def _detection_settings(labels: list[str], threshold, background_labels) -> dict
     return settings
 
 
-def _versions() -> dict[str, str]:
-    versions = {}
-    for package in ("hear-edge", "torch", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert",
-                    "ai-edge-quantizer", "numpy"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
 def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, precisions=PRECISIONS,
                   calibration=None, name: str | None = None, version: str = "1", description: str = "",
                   force: bool = False, overwrite: bool = False, clip_seconds: float | None = None,
@@ -148,11 +136,11 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
     formats, precisions = tuple(formats), tuple(precisions)
     bad = [f for f in formats if f not in FORMATS] + [p for p in precisions if p not in PRECISIONS]
     if bad or not formats or not precisions:
-        raise HearEdgeError(f"formats must be some of {FORMATS} and precisions some of {PRECISIONS}; "
+        raise InvalidArgumentError(f"formats must be some of {FORMATS} and precisions some of {PRECISIONS}; "
                             f"got formats={formats}, precisions={precisions}.")
     out = Path(out)
     if out.exists() and not overwrite:
-        raise HearEdgeError(f"{out} already exists; choose another path or pass overwrite=True (--overwrite).")
+        raise InvalidArgumentError(f"{out} already exists; choose another path or pass overwrite=True (--overwrite).")
     model = load_checkpoint(checkpoint, config)
     frontend = FrontendParams()
     n_fft = model.config.acoustic_model.spectrogram_n_fft
@@ -204,7 +192,8 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
                 "checkpoint_sha256": sha256_file(checkpoint) if isinstance(checkpoint, (str, Path)) else None,
                 "config": hear_config.to_dict(),
                 "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "versions": _versions(),
+                "versions": package_versions(("hear-edge", "torch", "onnx", "onnxruntime", "litert-torch",
+                                              "ai-edge-litert", "ai-edge-quantizer", "numpy")),
                 "onnx_opset": ONNX_OPSET,
                 "int8": {"onnx": "quantize_dynamic " + json.dumps(ONNX_INT8_RECIPE) + ", dynamic uint8 "
                                  "activations; Conv1d, Spectrogram Mixture gate and mixture matmuls kept float; "

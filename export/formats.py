@@ -13,9 +13,11 @@ import torch
 
 from hear_edge.bundle import GraphSpec, TensorSpec, sha256_file, signature_name
 from hear_edge.runtimes.base import GRAPH_SUFFIX
+from hear_edge.schema import (ACOUSTIC, LOG_MEL, LOGITS, POOLED, SPECTRUM_PAIRS, TASK_INPUTS, TASK_OUTPUTS,
+                              VALID_FRAMES, WINDOW_INPUTS, WINDOW_OUTPUTS)
 
-from .graphs import (TASK_INPUTS, TASK_OUTPUTS, WINDOW_INPUTS, WINDOW_OUTPUTS, AcousticWindowGraph,
-                     BucketedAcousticWindowGraph, BucketedTaskGraph, TaskGraph, task_example, window_example)
+from .graphs import (AcousticWindowGraph, BucketedAcousticWindowGraph, BucketedTaskGraph, TaskGraph, task_example,
+                     window_example)
 
 logger = logging.getLogger("hear_edge")
 
@@ -33,19 +35,19 @@ def _specs(model, role: str, fmt: str):
     mels = model.acoustic_model.feature_extractor.conv.in_channels  # the frontend's mel bins
     if role == "acoustic_window":
         if fmt == "onnx":
-            return ([TensorSpec("log_mel", [1, mels, "mel_frames"], "float32")],
-                    [TensorSpec("acoustic", [1, "frames", acoustic.hidden_size], "float32")])
-        return ([TensorSpec("log_mel", [1, mels, "2 * bucket"], "float32"),
-                 TensorSpec("valid_frames", [1], "int32")],
-                [TensorSpec("acoustic", [1, "bucket", acoustic.hidden_size], "float32")])
+            return ([TensorSpec(LOG_MEL, [1, mels, "mel_frames"], "float32")],
+                    [TensorSpec(ACOUSTIC, [1, "frames", acoustic.hidden_size], "float32")])
+        return ([TensorSpec(LOG_MEL, [1, mels, "2 * bucket"], "float32"),
+                 TensorSpec(VALID_FRAMES, [1], "int32")],
+                [TensorSpec(ACOUSTIC, [1, "bucket", acoustic.hidden_size], "float32")])
     frames = "frames" if fmt == "onnx" else "bucket"
     bins = acoustic.spectrogram_n_fft // 2 + 1
     task_hidden = model.config.task_model.hidden_size
-    masked = [TensorSpec("valid_frames", [1], "int32")] if fmt != "onnx" else []
-    return ([TensorSpec("acoustic", [1, frames, acoustic.hidden_size], "float32"),
-             TensorSpec("spectrum_pairs", [1, frames, 2 * bins], "float32")] + masked,
-            [TensorSpec("logits", [1, model.config.classification_decoder.num_classes], "float32"),
-             TensorSpec("pooled", [1, 3 * task_hidden], "float32")])
+    masked = [TensorSpec(VALID_FRAMES, [1], "int32")] if fmt != "onnx" else []
+    return ([TensorSpec(ACOUSTIC, [1, frames, acoustic.hidden_size], "float32"),
+             TensorSpec(SPECTRUM_PAIRS, [1, frames, 2 * bins], "float32")] + masked,
+            [TensorSpec(LOGITS, [1, model.config.classification_decoder.num_classes], "float32"),
+             TensorSpec(POOLED, [1, 3 * task_hidden], "float32")])
 
 
 def _graph_spec(model, role, fmt, precision, path: Path, buckets=None) -> GraphSpec:
@@ -75,11 +77,11 @@ def export_onnx(model, out_dir: Path, precisions) -> list[GraphSpec]:
         torch.onnx.export(window_graph, window_example(model)[:1], fp32["acoustic_window"], dynamo=False,
                           opset_version=ONNX_OPSET, input_names=list(WINDOW_INPUTS),
                           output_names=list(WINDOW_OUTPUTS),
-                          dynamic_axes={"log_mel": {2: "mel_frames"}, "acoustic": {1: "frames"}})
+                          dynamic_axes={LOG_MEL: {2: "mel_frames"}, ACOUSTIC: {1: "frames"}})
         torch.onnx.export(task_graph, task_example(model, min(500, model.task_model.max_length))[:2], fp32["task"],
                           dynamo=False, opset_version=ONNX_OPSET, input_names=list(TASK_INPUTS),
                           output_names=list(TASK_OUTPUTS),
-                          dynamic_axes={"acoustic": {1: "frames"}, "spectrum_pairs": {1: "frames"}})
+                          dynamic_axes={ACOUSTIC: {1: "frames"}, SPECTRUM_PAIRS: {1: "frames"}})
     for path in fp32.values():
         declare_only_used_opsets(path)
     logger.info("onnx fp32 graphs exported in %.1f s", time.perf_counter() - started)

@@ -18,13 +18,6 @@ from torch import nn
 
 from hear_edge.model import HEAR, Decoder, lengths_to_mask
 
-WINDOW_INPUTS = ("log_mel",)
-BUCKETED_WINDOW_INPUTS = ("log_mel", "valid_frames")
-WINDOW_OUTPUTS = ("acoustic",)
-TASK_INPUTS = ("acoustic", "spectrum_pairs")
-BUCKETED_TASK_INPUTS = ("acoustic", "spectrum_pairs", "valid_frames")
-TASK_OUTPUTS = ("logits", "pooled")
-
 
 class AcousticWindowGraph(nn.Module):
     """A window whose every frame is valid: nothing to mask, so no mask is computed."""

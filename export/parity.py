@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from hear_edge import signals
 from hear_edge.audio import AUDIO_SUFFIXES, load_input
-from hear_edge.errors import HearEdgeError, ParityError
+from hear_edge.errors import DataFolderError, HearEdgeError, ParityError
 from hear_edge.frontend import compute_features
 from hear_edge.gates import cosine, verdict
 from hear_edge.inference import InferenceEngine
+from hear_edge.model import reference_outputs
 
 logger = logging.getLogger("hear_edge")
 
@@ -37,7 +37,7 @@ def real_clips(directory: str | Path, max_samples: int, limit: int = 32) -> list
     (one segment, `hear_edge.segments.segment_samples`: 30 s for the official Task Model)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise HearEdgeError(f"calibration folder {directory} does not exist.")
+        raise DataFolderError(f"calibration folder {directory} does not exist.")
     clips = []
     for path in sorted(p for p in directory.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
         try:
@@ -51,19 +51,8 @@ def real_clips(directory: str | Path, max_samples: int, limit: int = 32) -> list
         if len(clips) == limit:
             break
     if not clips:
-        raise HearEdgeError(f"calibration folder {directory} has no readable audio of 0.1 s or more.")
+        raise DataFolderError(f"calibration folder {directory} has no readable audio of 0.1 s or more.")
     return clips
-
-
-def reference_outputs(model, clip: ParityClip) -> tuple[np.ndarray, np.ndarray]:
-    """The PyTorch reference's logits and acoustic hidden states for one clip (official preprocessing)."""
-    waveform = torch.from_numpy(clip.waveform)[None]
-    num_samples = torch.tensor([waveform.shape[-1]])
-    with torch.no_grad():
-        logits = model(waveform, num_samples)[0].numpy()
-        log_mel, frames, _ = model.preprocessor(waveform, num_samples)
-        acoustic, _ = model.acoustic_model(log_mel, frames)
-    return logits, acoustic[0].numpy()
 
 
 def measure_variant(engine: InferenceEngine, clips: list[ParityClip], references) -> dict:
@@ -98,7 +87,7 @@ def check_parity(model, bundle_dir: Path, manifest, clips: list[ParityClip], for
     """Figures for every exported (format, precision), and the reference outputs of the synthetic
     clips (kept in the manifest so a device without torch can check itself); ParityError on a
     miss unless `force`."""
-    references = [reference_outputs(model, clip) for clip in clips]
+    references = [reference_outputs(model, clip.waveform) for clip in clips]
     stored = {clip.name: {"logits": [float(x) for x in logits],
                           "acoustic_mean": [float(x) for x in acoustic.mean(axis=0)]}
               for clip, (logits, acoustic) in zip(clips, references) if not clip.real}

@@ -124,6 +124,18 @@ def _classify_one(path: str, top_k) -> tuple[str, dict | None, str | None]:
         return path, None, str(error)
 
 
+def open_run(files: list[str], output, bundle, backend: str, precision: str, threads: int):
+    """What a batch run and a cluster run start with: (the model, loaded here first so a bad bundle or
+    option fails before any work; the results file; the files not in it yet, each once; how many of
+    `files` are skipped as done or repeated)."""
+    from .classifier import HearEdge
+
+    model = HearEdge.load(bundle, backend=backend, precision=precision, num_threads=threads)
+    results = ResultsFile(output, model.labels)
+    todo = list(dict.fromkeys(f for f in files if f not in results.done))
+    return model, results, todo, len(files) - len(todo)
+
+
 def run_batch(files: list[str], output: str | Path, bundle=None, backend: str = "auto", precision: str = "auto",
               threads: int = 1, top_k: int | None = DEFAULT_MAX_RESULTS, jobs: int = 1,
               on_progress: Callable[[int, int, str], None] | None = None) -> tuple[int, int, list[tuple[str, str]]]:
@@ -131,14 +143,9 @@ def run_batch(files: list[str], output: str | Path, bundle=None, backend: str = 
 
     Returns (classified now, skipped as already done, [(file, error)] for those that failed).
     """
-    from .classifier import HearEdge
-
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise InvalidArgumentError(f"jobs must be a positive int, got {jobs!r}.")
-    model = HearEdge.load(bundle, backend=backend, precision=precision, num_threads=threads)  # checks it all once
-    results = ResultsFile(output, model.labels)
-    todo = list(dict.fromkeys(f for f in files if f not in results.done))
-    skipped = len(files) - len(todo)
+    model, results, todo, skipped = open_run(files, output, bundle, backend, precision, threads)
     failures, finished = [], 0
     try:
         for path, record, error in _results(todo, model, bundle, backend, precision, threads, top_k, jobs):

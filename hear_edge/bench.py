@@ -20,17 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import read_manifest
-from .runtimes.base import BACKEND_FORMAT, BACKEND_MODULES, FORMAT_BACKENDS
+from .runtimes.base import BACKEND_FORMAT, BACKEND_MODULES, FORMAT_BACKENDS, backend_installed
 from .errors import HearEdgeError
 from .gates import cosine, verdict
 from .macs import model_flops
-from .signals import synthetic_clip, synthetic_clips
+from .signals import PARITY_SECONDS, synthetic_clip, synthetic_clips
 
 logger = logging.getLogger("hear_edge")
 
 SCHEMA_VERSION = 3  # 2: streams per kind (keyword, long_context), speed-ups vs PyTorch, host int8 flags;
 # 3: peak_rss_1s_mb, one 1 s clip in a fresh process
-PARITY_SECONDS = (1.0, 10.0, 30.0)  # stored reference outputs exist for these (the export's clips)
 # (context, hop) in seconds: a keyword spotter's stream and a scene classifier's.
 STREAMS = {"keyword": (1.0, 0.25), "long_context": (6.0, 1.0)}
 
@@ -97,7 +96,7 @@ def _child_main(args: dict, started: float) -> dict:
     if args["kind"] == "pytorch":
         import torch
 
-        from .model import FRONTEND, load_checkpoint
+        from .model import FRONTEND, load_checkpoint, reference_outputs
         from .segments import segment_samples, split_segments
 
         torch.set_num_threads(args["threads"])
@@ -110,16 +109,11 @@ def _child_main(args: dict, started: float) -> dict:
         def run(wave):
             outputs = []
             for _, segment in split_segments([wave], length, 2 * FRONTEND.hop_samples):
-                tensor = torch.from_numpy(segment.astype(np.float32))[None, None]  # float64 from the planner
-                with torch.no_grad():
-                    outputs.append(model(tensor, torch.tensor([segment.shape[0]]))[0].numpy())
+                outputs.append(reference_outputs(model, segment, acoustic=False)[0])  # float64 from the planner
             return np.mean(outputs, axis=0), {}
 
         def acoustic_mean(wave):
-            tensor = torch.from_numpy(wave)[None, None]
-            with torch.no_grad():
-                log_mel, frames, _ = model.preprocessor(tensor, torch.tensor([wave.shape[0]]))
-                return model.acoustic_model(log_mel, frames)[0][0].numpy().mean(axis=0)
+            return reference_outputs(model, wave)[1].mean(axis=0)
     else:
         from .classifier import HearEdge
 
@@ -202,7 +196,7 @@ def _parity(outputs: dict, reference: dict, precision: str) -> dict:
 
     The logit figures are the gate's own (every clip's logits against the reference's). The
     cosine is weaker than the gate's: the bundle stores only each clip's *mean* acoustic frame
-    vector (`reference_outputs`), so it is the cosine of the mean frame vectors, not of every
+    vector (`export.parity.check_parity`), so it is the cosine of the mean frame vectors, not of every
     frame; top-1 agreement is over the synthetic clips only (the gate prefers real audio).
     """
     names = sorted(set(outputs) & set(reference))
@@ -217,8 +211,14 @@ def _parity(outputs: dict, reference: dict, precision: str) -> dict:
             "cosine_of": "mean acoustic frame vector per clip", **judged}
 
 
+def parity_seconds(lengths) -> list[float]:
+    """The parity clips a bench compares: the export's (`signals.PARITY_SECONDS`, whose reference
+    outputs the bundle stores) of the lengths it times."""
+    return [s for s in PARITY_SECONDS if s in lengths]
+
+
 def machine_info() -> dict:
-    from .host import cpu_model_and_flags, host_cpu
+    from .host import cpu_model_and_flags, host_cpu, package_versions
 
     info = {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
             "cores": os.cpu_count(), "host": host_cpu()}
@@ -228,13 +228,8 @@ def machine_info() -> dict:
     if flags:
         info["cpu_flags"] = " ".join(f for f in flags if f.startswith(
             ("avx", "fma", "sse4", "neon", "asimd", "sve", "i8mm", "dotprod", "vnni", "amx")))
-    import importlib.metadata
     runtimes = dict.fromkeys(module.distribution for module in BACKEND_MODULES)  # onnxruntime, ai-edge-litert, ...
-    for package in ("numpy", *runtimes, "torch", "hear-edge"):
-        try:
-            info[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
+    info.update(package_versions(("numpy", *runtimes, "torch", "hear-edge")))
     return info
 
 
@@ -242,7 +237,6 @@ def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=No
               quick: bool = False) -> dict:
     """Measure every backend x precision x threads row of a bundle, plus PyTorch eager on the same weights."""
     from .classifier import default_bundle_path
-    from .runtimes.base import backend_installed
 
     bundle = Path(bundle) if bundle else default_bundle_path()
     manifest = read_manifest(bundle)
@@ -250,7 +244,7 @@ def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=No
     lengths = (1.0, 10.0) if quick else (1.0, 2.0, 3.0, 6.0, 10.0, 30.0, 60.0)
     repeats = 3 if quick else 10
     common = {"lengths": lengths, "repeats": repeats, "stream_seconds": 10.0 if quick else 60.0,
-              "parity_seconds": [s for s in PARITY_SECONDS if not quick or s <= 10.0]}
+              "parity_seconds": parity_seconds(lengths)}
     rows_to_run = []
     for fmt, precision in manifest.variants():
         for backend in FORMAT_BACKENDS[fmt]:

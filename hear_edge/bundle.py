@@ -14,19 +14,14 @@ from typing import Any
 from .errors import BundleError
 from .frontend import FrontendParams
 from .manifest_check import validate_manifest
-from .runtimes.base import FORMAT_BACKENDS
+from .schema import FORMATS, PRECISIONS, SCHEMA_VERSION, check_schema_version  # noqa: F401 (re-exported)
 from .segments import segment_samples
 
 logger = logging.getLogger("hear_edge")
 
-# 2: free-length ONNX graphs, LiteRT window buckets, the `streaming` defaults, manifest.json.sha256.
-SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 CHECKSUM_NAME = MANIFEST_NAME + ".sha256"   # hex sha256 of manifest.json's bytes; from schema 2 on
 MAX_MANIFEST_BYTES = 10 << 20               # far above any real manifest; read before parsing
-FORMATS = tuple(FORMAT_BACKENDS)  # ("onnx", "tflite"): the formats some backend runs
-PRECISIONS = ("fp32", "int8")
 
 
 # How an ONNX TensorProto names an external-data file: StringStringEntryProto field 1 (tag 0x0a),
@@ -180,6 +175,11 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict, source: str = "manifest") -> "Manifest":
         check_schema_version(data, source)
+        return cls._from_versioned(data, source)
+
+    @classmethod
+    def _from_versioned(cls, data: dict, source: str) -> "Manifest":
+        """`from_dict` of data whose schema version is checked (`read_manifest` checks it before the checksum)."""
         validate_manifest(data, source)
         try:
             data = dict(data)
@@ -212,16 +212,6 @@ def stream_settings(clip_seconds: float | None, window_seconds: float) -> dict[s
     trained on 1 s words and shown 6 s of context hears mostly audio unlike its training."""
     context = window_seconds if clip_seconds is None else min(window_seconds, max(0.1, round(clip_seconds, 2)))
     return {"clip_seconds": clip_seconds, "context_seconds": context, "hop_seconds": min(1.0, round(context / 4, 2))}
-
-
-def check_schema_version(data, source: str) -> None:
-    if not isinstance(data, dict):
-        raise BundleError(f"{source}: the manifest is not a JSON object; the bundle is corrupt.")
-    version = data.get("schema_version")
-    if isinstance(version, bool) or version not in READABLE_SCHEMA_VERSIONS:
-        raise BundleError(f"{source}: manifest schema_version {version!r} is not one this hear-edge "
-                          f"reads (it reads {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}). Upgrade "
-                          f"hear-edge, or re-export the bundle with this version's `hear-edge export`.")
 
 
 def bundle_file(bundle_dir: str | Path, name: str, what: str) -> Path:
@@ -273,9 +263,8 @@ def read_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifes
     except RecursionError:
         raise BundleError(f"{path} nests its JSON too deeply to be a manifest; the bundle is corrupt: "
                           f"re-export or re-copy it.") from None
-    check_schema_version(data, str(path))
-    _verify_checksum(bundle_dir, raw, data["schema_version"])
-    manifest = Manifest.from_dict(data, source=str(path))
+    _verify_checksum(bundle_dir, raw, check_schema_version(data, str(path)))
+    manifest = Manifest._from_versioned(data, str(path))
     for spec in manifest.graphs:  # every listed file, even one this load will not open: a damaged copy shows now
         (verify_graph if verify_hashes else check_graph_size)(bundle_dir, spec)
     return manifest
@@ -304,7 +293,7 @@ def check_graph_size(bundle_dir: Path, spec: GraphSpec) -> Path:
     what = f"{spec.format} {spec.precision} {spec.role} graph"
     try:
         path = bundle_file(bundle_dir, spec.file, what)
-    except BundleError as error:
+    except BundleError:
         if os.path.lexists(Path(bundle_dir) / spec.file):
             raise
         raise BundleError(f"bundle {bundle_dir} is missing its {what} {spec.file} (the manifest says "

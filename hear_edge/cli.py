@@ -165,7 +165,7 @@ def _stream(args: argparse.Namespace) -> int:
     import dataclasses
     import time
 
-    from .classifier import _ResultFilter
+    from .results import _ResultFilter
     from .frontend import SAMPLE_RATE_HZ
     from .streaming import check_stream_timing
 

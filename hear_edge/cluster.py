@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .batch import ResultsFile, result_record
+from .batch import open_run, result_record
 from .classifier import DEFAULT_MAX_RESULTS
 from .errors import BackendUnavailableError, HearEdgeError, InvalidArgumentError
 
@@ -70,12 +70,7 @@ def run_on_cluster(files: list[str], output, scheduler, bundle=None, backend: st
 
     Returns (classified now, skipped as already done, [(file, error)], per-partition worker reports).
     """
-    from .classifier import HearEdge
-
-    model = HearEdge.load(bundle, backend=backend, precision=precision, num_threads=threads)  # checked here first
-    results = ResultsFile(output, model.labels)
-    todo = list(dict.fromkeys(f for f in files if f not in results.done))
-    skipped = len(files) - len(todo)
+    model, results, todo, skipped = open_run(files, output, bundle, backend, precision, threads)
     client, owned = _client(scheduler)
     try:
         from distributed import as_completed

@@ -43,6 +43,14 @@ class ParityError(HearEdgeError):
     """An exported graph whose outputs differ from the reference beyond its gate."""
 
 
+class DataFolderError(HearEdgeError, ValueError):
+    """A training, calibration or golden-set folder that is missing or holds nothing usable."""
+
+
+class InferenceError(HearEdgeError, RuntimeError):
+    """A backend that fails running a graph on the inputs hear-edge prepared; names the backend and the graph."""
+
+
 class BackendUnavailableError(HearEdgeError, ImportError):
     """A runtime backend whose package is not installed."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HearEdgeError
+from .errors import DataFolderError
 from .frontend import compute_features
 
 LOGIT_BOUND = 1e-4
@@ -36,7 +36,7 @@ class GoldenCase:
 def golden_cases(golden_dir: str | Path) -> list[GoldenCase]:
     golden_dir = Path(golden_dir)
     if not (golden_dir / "cases.json").is_file():
-        raise HearEdgeError(f"{golden_dir} is not a golden set: it has no cases.json (see "
+        raise DataFolderError(f"{golden_dir} is not a golden set: it has no cases.json (see "
                             f"tests/data/golden/tiny for the layout).")
     names = json.loads((golden_dir / "cases.json").read_text())
     return [GoldenCase.load(golden_dir / f"{name}.npz") for name in names]
@@ -60,7 +60,7 @@ def check_golden(golden_dir: str | Path, use_config: bool = True) -> list[CasePa
     """Max abs differences of every case: reference logits, numpy features, frontend-fed logits."""
     import torch
 
-    from .model import load_checkpoint
+    from .model import load_checkpoint, reference_outputs
 
     golden_dir = Path(golden_dir)
     cases = golden_cases(golden_dir)
@@ -68,10 +68,9 @@ def check_golden(golden_dir: str | Path, use_config: bool = True) -> list[CasePa
     model = load_checkpoint(golden_dir / "state_dict.pt", config)
     results = []
     for case in cases:
-        waveform = torch.from_numpy(case.wav)[None]
+        logits, _ = reference_outputs(model, case.wav, acoustic=False)
         log_mel, log_power = compute_features(case.wav)
         with torch.no_grad():
-            logits = model(waveform, torch.tensor([waveform.shape[-1]]))[0].numpy()
             hidden, lengths = model.forward_features(
                 torch.from_numpy(log_mel)[None], torch.from_numpy(log_power)[None],
                 torch.tensor([log_mel.shape[1]]))

@@ -45,3 +45,16 @@ def release_freed_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def package_versions(packages) -> dict[str, str]:
+    """{distribution: installed version} of those of `packages` installed here, in their order."""
+    import importlib.metadata
+
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions

@@ -12,6 +12,7 @@ from .bundle import GraphSpec, Manifest, signature_name, verify_graph
 from .errors import BundleError, ClipTooLongError, InvalidArgumentError, LabelError
 from .host import release_freed_heap
 from .selftest import self_test as run_self_test
+from .schema import ACOUSTIC, LOG_MEL, LOGITS, POOLED, SPECTRUM_PAIRS, VALID_FRAMES
 from .windows import blend_weights, overlap_add, plan_windows
 
 
@@ -34,7 +35,7 @@ class _Lengths:
     """How one graph takes a length: free (run the exact frames) or static buckets (pad and mask)."""
 
     def __init__(self, spec: GraphSpec, static_frames: int, resident_frames: int | None = None):
-        self.masked = "valid_frames" in spec.input_names
+        self.masked = VALID_FRAMES in spec.input_names
         if not self.masked:
             self.buckets = None
         elif spec.frame_buckets:
@@ -61,7 +62,7 @@ class _Lengths:
 
 def check_label_count(manifest: Manifest, task_graph) -> None:
     """The manifest's labels must be exactly the head's outputs, read from the graph itself."""
-    shape = task_graph.output_shape("logits")
+    shape = task_graph.output_shape(LOGITS)
     classes = shape[-1] if shape else None
     if isinstance(classes, bool) or not isinstance(classes, int):
         raise BundleError(f"{task_graph.path}: the head's output 'logits' has shape {shape}, without a fixed "
@@ -118,10 +119,10 @@ class InferenceEngine:
         else:
             window = np.zeros((1, log_mel.shape[0], 2 * length), dtype=np.float32)
             window[0, :, :2 * valid] = log_mel[:, 2 * start:2 * (start + valid)]
-        inputs = {"log_mel": window}
+        inputs = {LOG_MEL: window}
         if self.window_lengths.masked:
-            inputs["valid_frames"] = np.array([valid], np.int32)
-        return self.window_graph.run(inputs, signature, transient)["acoustic"][0, :valid]
+            inputs[VALID_FRAMES] = np.array([valid], np.int32)
+        return self.window_graph.run(inputs, signature, transient)[ACOUSTIC][0, :valid]
 
     def acoustic(self, log_mel: np.ndarray) -> np.ndarray:
         frames = log_mel.shape[1] // 2
@@ -143,12 +144,12 @@ class InferenceEngine:
             hidden[0, :frames] = acoustic
             padded_pairs = np.zeros((1, length, pairs.shape[1]), np.float32)
             padded_pairs[0, :frames] = pairs
-        inputs = {"acoustic": np.ascontiguousarray(hidden),
-                  "spectrum_pairs": np.ascontiguousarray(padded_pairs, dtype=np.float32)}
+        inputs = {ACOUSTIC: np.ascontiguousarray(hidden),
+                  SPECTRUM_PAIRS: np.ascontiguousarray(padded_pairs, dtype=np.float32)}
         if self.task_lengths.masked:
-            inputs["valid_frames"] = np.array([frames], np.int32)
+            inputs[VALID_FRAMES] = np.array([frames], np.int32)
         outputs = self.task_graph.run(inputs, signature, transient)
-        return outputs["logits"][0], outputs["pooled"][0]
+        return outputs[LOGITS][0], outputs[POOLED][0]
 
     def run(self, log_mel: np.ndarray, log_power: np.ndarray) -> ClipOutputs:
         started = time.perf_counter()

@@ -10,8 +10,11 @@ from __future__ import annotations
 import math
 import re
 
-from .errors import BundleError
+from .errors import BundleError, InvalidArgumentError
+from .frontend import FrontendParams
+from .schema import FORMATS, PRECISIONS, ROLES
 from .segments import segment_samples
+from .stream_timing import check_stream_timing
 
 MAX_WINDOW_FRAMES = 10_000
 # 10 minutes of acoustic frames; a bucket this long pads to 1 x 30000 x 1026 float32 (123 MB).
@@ -21,8 +24,8 @@ MAX_LABELS = 100_000
 MAX_GRAPH_BYTES = 4 << 30
 MAX_STREAMING_SECONDS = 30.0
 # The runtime's frontend constants: the streaming frame cache and the graphs' mel input assume them.
-SUPPORTED_FRONTEND = {"sample_rate_hz": 16000, "n_fft": 1024, "window_samples": 400, "hop_samples": 160}
-ROLES = ("acoustic_window", "task")
+SUPPORTED_FRONTEND = {key: getattr(FrontendParams(), key) for key in ("sample_rate_hz", "n_fft", "window_samples",
+                                                                     "hop_samples")}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _TOP_REQUIRED = ("model_name", "model_version", "labels", "frontend", "window_frames", "overlap_frames",
@@ -89,13 +92,11 @@ class _Checker:
 def validate_manifest(data, source: str = "manifest") -> None:
     """Refuse a manifest (a parsed JSON object) whose fields are missing, unknown, mistyped or out of range.
 
-    The schema version is checked before this (bundle.check_schema_version).
+    The schema version is checked before this (`hear_edge.schema.check_schema_version`).
 
     Raises:
         BundleError: naming the first bad field, what it must be and what it is.
     """
-    from .bundle import FORMATS, PRECISIONS
-
     check = _Checker(source)
     check.keys(data, "", _TOP_REQUIRED, _TOP_OPTIONAL)
     check.string(data["model_name"], "model_name")
@@ -202,11 +203,13 @@ def validate_manifest(data, source: str = "manifest") -> None:
         hop, context = streaming.get("hop_seconds"), streaming.get("context_seconds")
         if (hop is None) != (context is None):
             check.fail("streaming", "both hop_seconds and context_seconds, or neither", streaming)
-        if hop is not None and hop > context:
-            check.fail("streaming.hop_seconds", f"at most context_seconds ({context})", hop)
         longest = segment_samples(max_task, frontend["hop_samples"]) / frontend["sample_rate_hz"]
-        if context is not None and context > longest:
-            check.fail("streaming.context_seconds", f"at most one segment of max_task_frames ({longest:g} s)", context)
+        if hop is not None:
+            try:  # the limits create_stream holds the defaults to (one segment of max_task_frames at most)
+                check_stream_timing(hop, context, longest, ("streaming.hop_seconds", "streaming.context_seconds"))
+            except InvalidArgumentError as error:
+                raise BundleError(f"{source}: manifest field {error} The manifest is damaged or was not written "
+                                  f"by `hear-edge export`: re-export or re-copy the bundle.") from None
 
 
 def _check_probe(check: _Checker, graph: dict, where: str, max_frames: int) -> None:

@@ -12,6 +12,7 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -390,6 +391,29 @@ class HEAR(nn.Module):
         self.check_input(waveform, num_samples)
         hidden, lengths = self.features(waveform, num_samples)
         return self.decoder(hidden, lengths)
+
+
+def reference_outputs(model: HEAR, waveform, acoustic: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """The reference on one clip, numpy in and out, for the golden check, the export's parity gate and the bench.
+
+    Args:
+        model: a loaded HEAR model.
+        waveform: (samples,) or (channels, samples) at 16 kHz, official preprocessing.
+        acoustic: also return the Acoustic Model's hidden states (a second pass; the bench's timed
+            run leaves it out).
+
+    Returns:
+        (logits (classes,), acoustic hidden states (frames, hidden) or None).
+    """
+    samples = np.asarray(waveform, dtype=np.float32)
+    tensor = torch.from_numpy(samples.reshape(1, -1, samples.shape[-1]))
+    num_samples = torch.tensor([samples.shape[-1]])
+    with torch.no_grad():
+        logits = model(tensor, num_samples)[0].numpy()
+        if not acoustic:
+            return logits, None
+        log_mel, frames, _ = model.preprocessor(tensor, num_samples)
+        return logits, model.acoustic_model(log_mel, frames)[0][0].numpy()
 
 
 # ---------------------------------------------------------------------------------------------

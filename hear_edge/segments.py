@@ -32,22 +32,11 @@ def last_segment_start(total: int, segment: int, grid: int) -> int:
     return -(-(total - segment) // grid) * grid
 
 
-def plan_segments(total: int, segment: int, grid: int) -> list[tuple[int, int]]:
-    """(start, end) samples of each segment of `total` samples, as `split_segments` cuts them."""
-    if total <= segment:
-        return [(0, total)]
-    plan = [(start, start + segment) for start in range(0, total - segment + 1, segment)]
-    if plan[-1][1] < total:
-        plan.append((last_segment_start(total, segment, grid), total))
-    return plan
-
-
 def split_segments(blocks: Iterable[np.ndarray], segment: int, grid: int) -> Iterator[tuple[int, np.ndarray]]:
     """(start sample, samples) of consecutive segments of a stream of mono blocks, holding at most
     two segments at a time. Audio of one segment or less is one segment; longer audio is cut into
     `segment`-sample pieces, and never a stub at the end: the last one takes the final `segment`
-    samples (start snapped up to `grid`), overlapping the one before. `plan_segments` is the same
-    rule for a known length.
+    samples (start snapped up to `grid`), overlapping the one before.
 
     Raises:
         InvalidAudioError: no samples at all.

@@ -19,37 +19,13 @@ import time
 import numpy as np
 
 from .audio import check_array, check_sample_rate, mono_resampler
-from .classifier import Category, ClassificationResult, _ResultFilter, build_result
-from .errors import AudioTooShortError, InvalidArgumentError, InvalidAudioError
+from .errors import AudioTooShortError, InvalidAudioError
 from .frontend import SAMPLE_RATE_HZ
+from .results import Category, ClassificationResult, _ResultFilter, build_result
+from .stream_timing import check_stream_timing  # the CLI and export import it from here too
 
 _HOP = 160
 _HALF_WINDOW = 200
-
-
-def _to_samples(seconds, name: str, minimum_s: float, maximum_s: float) -> int:
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, np.integer, np.floating)):
-        raise InvalidArgumentError(f"{name} must be a number of seconds, got {seconds!r}.")
-    if not minimum_s <= seconds <= maximum_s:
-        raise InvalidArgumentError(f"{name} must be between {minimum_s} and {maximum_s} s, got {seconds}.")
-    hops = round(seconds * SAMPLE_RATE_HZ / _HOP)
-    if abs(hops * _HOP - seconds * SAMPLE_RATE_HZ) > 1e-6:
-        raise InvalidArgumentError(f"{name} must be a multiple of 10 ms (the frame hop), got {seconds}.")
-    return hops * _HOP
-
-
-def check_stream_timing(hop_seconds, context_seconds, max_seconds: float,
-                        names: tuple[str, str] = ("hop_seconds", "context_seconds")) -> tuple[int, int]:
-    """(hop, context) in 16 kHz samples; InvalidArgumentError unless 10 ms multiples from 0.05 s to
-    `max_seconds` (one segment, `hear_edge.segments.segment_samples`: what the Task Model holds), hop <= context.
-    `names` are what the messages call the two (the CLI passes its flags)."""
-    hop_name, context_name = names
-    hop_samples = _to_samples(hop_seconds, hop_name, 0.05, max_seconds)
-    context_samples = _to_samples(context_seconds, context_name, 0.05, max_seconds)
-    if hop_samples > context_samples:
-        raise InvalidArgumentError(f"{hop_name} ({hop_seconds}) must not exceed {context_name} ({context_seconds}): "
-                                   f"audio between windows would never be classified.")
-    return hop_samples, context_samples
 
 
 class _Detections:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .audio import AUDIO_SUFFIXES, load_input
 from .config import HearConfig
-from .errors import HearEdgeError
+from .errors import DataFolderError
 from .frontend import mel_filterbank
 from .model import FRONTEND, HEAR
 
@@ -34,17 +34,17 @@ def read_labelled_folders(root: str | Path, labels: list[str] | None = None) -> 
     """One sub-folder per label, audio files inside (any depth), read and resampled to 16 kHz mono."""
     root = Path(root)
     if not root.is_dir():
-        raise HearEdgeError(f"data folder {root} does not exist.")
+        raise DataFolderError(f"data folder {root} does not exist.")
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     if labels is None:
         labels = [p.name for p in folders]
     if len(labels) < 2:
-        raise HearEdgeError(f"{root} needs at least two label folders (one folder per label), found {len(labels)}.")
+        raise DataFolderError(f"{root} needs at least two label folders (one folder per label), found {len(labels)}.")
     data = LabelledAudio(labels, [], [], [])
     for index, label in enumerate(labels):
         files = sorted(p for p in (root / label).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
         if not files:
-            raise HearEdgeError(f"label folder {root / label} has no audio files.")
+            raise DataFolderError(f"label folder {root / label} has no audio files.")
         for path in files:
             data.clips.append(load_input(path).mean(axis=0).astype(np.float32))
             data.targets.append(index)

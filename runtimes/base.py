@@ -11,7 +11,8 @@ A backend module declares (plain constants, read here without importing its runt
 - ``INSTALL``: what ``pip install`` brings it in (its extra).
 - ``PREFERENCE``: lower is tried first, by ``backend="auto"`` and among the modules of one name.
 
-and ``open_session(path, input_names, output_names, num_threads) -> GraphSession``. Adding a
+and ``open_session(path, input_names, output_names, num_threads) -> GraphSession`` (whose ``_run`` a
+backend implements; ``GraphSession.run`` wraps its errors in an ``InferenceError``). Adding a
 backend is adding such a file (and its pip extra); the tables below are derived from them.
 """
 
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hear_edge.errors import BackendUnavailableError, BundleError, HearEdgeError, InvalidArgumentError
+from hear_edge.errors import BackendUnavailableError, BundleError, HearEdgeError, InferenceError, InvalidArgumentError
 
 logger = logging.getLogger("hear_edge")
 
@@ -46,14 +47,29 @@ class GraphSession(ABC):
         self.num_threads = num_threads
         self.runtime = ""  # the runtime package and its version, set by open_graph
 
-    @abstractmethod
     def run(self, inputs: dict[str, np.ndarray], signature: str | None = None,
             transient: bool = False) -> dict[str, np.ndarray]:
         """Run on inputs named as in `input_names`; `signature` picks an entry point where there are several.
 
         `transient`: a long clip's entry point, which the session need not keep ready (LiteRT frees its
         buffers once another transient one runs); a backend without per-entry-point memory ignores it.
+
+        Raises:
+            InferenceError: the runtime failed (its own exception, named, is the cause).
         """
+        try:
+            return self._run(inputs, signature, transient)
+        except (HearEdgeError, MemoryError):
+            raise
+        except Exception as error:  # each runtime raises its own untyped exceptions
+            backend = getattr(sys.modules.get(type(self).__module__), "NAME", type(self).__name__)  # its module's
+            raise InferenceError(f"the {backend} backend failed running {self.path}"
+                                 f"{f' (signature {signature})' if signature else ''}: {type(error).__name__}: "
+                                 f"{error}") from error
+
+    @abstractmethod
+    def _run(self, inputs: dict[str, np.ndarray], signature: str | None, transient: bool) -> dict[str, np.ndarray]:
+        """`run` without the wrapping: what a backend module implements."""
 
     @abstractmethod
     def output_shape(self, name: str) -> list:

@@ -184,8 +184,7 @@ class LiteRtSession(GraphSession):
             raise BundleError(f"{self.path} has no output {key} (the manifest's {name!r}); it has {sorted(details)}.")
         return [int(d) for d in details[key]["shape"]]
 
-    def run(self, inputs: dict[str, np.ndarray], signature: str | None = None,
-            transient: bool = False) -> dict[str, np.ndarray]:
+    def _run(self, inputs: dict[str, np.ndarray], signature: str | None, transient: bool) -> dict[str, np.ndarray]:
         with self._lock:
             key = self._key(signature)
             model = self._resident

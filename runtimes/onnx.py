@@ -52,8 +52,7 @@ class OnnxSession(GraphSession):
             raise BundleError(f"{self.path} has no output {name!r}; it has {sorted(shapes)}.")
         return shapes[name]
 
-    def run(self, inputs: dict[str, np.ndarray], signature: str | None = None,
-            transient: bool = False) -> dict[str, np.ndarray]:
+    def _run(self, inputs: dict[str, np.ndarray], signature: str | None, transient: bool) -> dict[str, np.ndarray]:
         outputs = self.session.run(self.output_names, {name: inputs[name] for name in self.input_names})
         return dict(zip(self.output_names, outputs))
 

@@ -243,3 +243,26 @@ def test_the_litert_backend_falls_back_to_the_tflite_runtime_module(litert_on_tf
     model = HearEdge.load(bundle, backend="litert")
     assert (model.backend, model.precision) == ("litert", "int8")
     assert model.classify(REPO_ROOT / "examples" / "clips" / "yes.wav").top.label == "yes"
+
+
+def test_a_runtime_failure_is_an_inference_error_naming_the_backend_and_graph():
+    import numpy as np
+
+    from hear_edge.errors import InferenceError
+
+    if not base.backend_installed("onnx"):
+        pytest.skip("onnxruntime is not installed")
+    graph = base.open_graph("onnx", TINY_ONNX_BUNDLE / "acoustic_window.fp32.onnx", ["log_mel"], ["acoustic"])
+    wrong = np.zeros((1, 3, 40), np.float32)  # 3 mel bins where the graph takes the bundle's count
+    with pytest.raises(InferenceError, match=r"the onnx backend failed running .*"
+                                             r"acoustic_window\.fp32\.onnx: \w+"):
+        graph.run({"log_mel": wrong})
+
+
+def test_graph_tensor_names_are_typed_once_in_the_schema():
+    from hear_edge import schema
+
+    names = {schema.LOG_MEL, schema.ACOUSTIC, schema.SPECTRUM_PAIRS, schema.LOGITS, schema.POOLED, schema.VALID_FRAMES}
+    assert len(names) == 6
+    for path in ("export/graphs.py", "export/formats.py", "hear_edge/inference.py"):
+        assert not names & _literals(REPO_ROOT / path), path

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from hear_edge import HearEdge
-from hear_edge.batch import expand_inputs, run_batch
+from hear_edge.batch import expand_inputs, open_run, run_batch
 from hear_edge.errors import InvalidArgumentError
 
 BUNDLE = REPO_ROOT / "tests" / "data" / "tiny-golden.hearedge"
@@ -69,6 +69,16 @@ def test_a_rerun_skips_the_files_already_done_and_redoes_a_cut_off_line(corpus, 
     records = _jsonl(out)
     assert sorted(r["file"] for r in records) == files  # each once: no duplicate, no partial line
     assert out.read_text().startswith(first)
+
+
+def test_batch_and_cluster_runs_open_alike_done_and_repeated_files_skipped(corpus, tmp_path):
+    out = tmp_path / "results.jsonl"
+    files = expand_inputs([corpus])
+    run_batch(files[:1], out, bundle=BUNDLE)
+    model, results, todo, skipped = open_run(files + files[1:2], out, BUNDLE, "onnx", "fp32", 1)
+    results.close()
+    assert (model.backend, model.precision) == ("onnx", "fp32")
+    assert todo == files[1:] and skipped == 2  # one done, one repeated
 
 
 def test_csv_output_has_a_column_per_label_and_resumes(corpus, tmp_path):

@@ -4,9 +4,10 @@ import shutil
 import numpy as np
 import pytest
 
-from hear_edge.bench import _percentile, compare, markdown_table, run_bench
+from hear_edge.bench import _percentile, compare, markdown_table, parity_seconds, run_bench
 from hear_edge.bundle import Manifest, read_manifest
 from hear_edge.macs import model_flops
+from hear_edge.signals import PARITY_SECONDS
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +131,15 @@ def test_p95_is_the_95th_percentile_of_the_timed_runs():
     times = [0.010, 0.011, 0.012, 0.013, 0.100]  # one slow run: the median hides it, p95 shows it
     assert float(np.median(times)) == 0.012
     assert _percentile(times, 95) == pytest.approx(0.0826)  # linear interpolation: 0.013 + 0.8 * 0.087
+
+
+def test_the_bench_compares_the_export_parity_clips_of_the_lengths_it_times():
+    assert parity_seconds((1.0, 10.0)) == [1.0, 10.0]
+    assert parity_seconds((1.0, 2.0, 3.0, 6.0, 10.0, 30.0, 60.0)) == [1.0, 6.0, 10.0, 30.0]
+    assert set(parity_seconds(PARITY_SECONDS)) == set(PARITY_SECONDS)  # every clip the bundle stores outputs of
+
+
+def test_package_versions_lists_the_installed_ones_in_order():
+    from hear_edge.host import package_versions
+
+    assert package_versions(("no-such-distribution-here", "numpy")) == {"numpy": np.__version__}

@@ -226,3 +226,13 @@ def test_existing_output_is_not_overwritten_silently(tmp_path):
     (tmp_path / "x.hearedge").mkdir()
     with pytest.raises(Exception, match=r"already exists.*overwrite"):
         export_bundle(TINY_GOLDEN / "state_dict.pt", tmp_path / "x.hearedge", labels=TINY_LABELS)
+
+
+def test_bad_formats_and_a_missing_calibration_folder_are_typed(tmp_path):
+    from hear_edge.errors import DataFolderError, InvalidArgumentError
+    from hear_edge.export.parity import real_clips
+
+    with pytest.raises(InvalidArgumentError, match=r"formats must be some of \('onnx', 'tflite'\)"):
+        export_bundle(TINY_GOLDEN / "state_dict.pt", tmp_path / "x.hearedge", labels=TINY_LABELS, formats=("xml",))
+    with pytest.raises(DataFolderError, match=r"calibration folder .*none does not exist"):
+        real_clips(tmp_path / "none", 16000)

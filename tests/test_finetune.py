@@ -185,3 +185,13 @@ def test_finetune_refuses_epochs_below_one_before_any_work(tone_set, tmp_path, e
     with pytest.raises(InvalidArgumentError, match="epochs must be an int >= 1"):
         finetune(tone_set, output, epochs=epochs, device="cpu", progress=False)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_missing_or_thin_data_folder_is_a_data_folder_error(tmp_path):
+    from hear_edge.errors import DataFolderError
+
+    with pytest.raises(DataFolderError, match=r"data folder .*none does not exist"):
+        read_labelled_folders(tmp_path / "none")
+    (tmp_path / "only").mkdir()
+    with pytest.raises(DataFolderError, match=r"needs at least two label folders .* found 1"):
+        read_labelled_folders(tmp_path)

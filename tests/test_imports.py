@@ -48,3 +48,11 @@ def test_the_public_surface_exports_errors_stream_and_types():
     offline = model.classify(audio, 16000)
     assert [c.label for c in streamed.categories] == [c.label for c in offline.categories]
     np.testing.assert_allclose(streamed.scores, offline.scores, atol=1e-5)
+
+
+def test_the_package_imports_the_backend_registry_but_no_runtime():
+    result = _run("import sys, hear_edge, hear_edge.cli, hear_edge.bench\n"
+                  "print('hear_edge.runtimes.base' in sys.modules, sorted(m for m in sys.modules if m.split('.')[0] in "
+                  "('onnxruntime', 'ai_edge_litert', 'tflite_runtime')))")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True []"  # the runtimes load when a backend is probed or opens a graph

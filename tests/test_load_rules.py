@@ -58,6 +58,17 @@ def test_load_hashes_only_the_two_chosen_graphs_once(monkeypatch):
     assert sorted(hashed) == ["acoustic_window.fp32.onnx", "task.fp32.onnx"]
 
 
+def test_a_read_checks_the_schema_version_once(monkeypatch):
+    checked = []
+    real = bundle_module.check_schema_version
+    monkeypatch.setattr(bundle_module, "check_schema_version", lambda data, source: checked.append(source) or
+                        real(data, source))
+    bundle_module.read_manifest(TINY, verify_hashes=False)
+    assert len(checked) == 1
+    bundle_module.Manifest.from_dict(json.loads((TINY / "manifest.json").read_text()))  # a dict alone: checked too
+    assert len(checked) == 2
+
+
 def test_a_damaged_graph_of_another_variant_does_not_block_load_but_its_own(tmp_path):
     copy = tmp_path / "b.hearedge"
     shutil.copytree(TINY, copy)

@@ -10,7 +10,7 @@ from conftest import TINY_CASES, TINY_GOLDEN  # noqa: E402
 from hear_edge.errors import CheckpointError, ClipTooLongError, ConfigError  # noqa: E402
 from hear_edge.frontend import compute_features  # noqa: E402
 from hear_edge.model import (HEAR, MultiHeadSelfAttentionWithRelativePosition, infer_config,  # noqa: E402
-                             load_checkpoint)
+                             load_checkpoint, reference_outputs)
 
 LOGIT_BOUND = 1e-4
 FRONTEND_FED_BOUND = 1e-3
@@ -21,9 +21,7 @@ def _load(case, golden_dir=TINY_GOLDEN):
 
 
 def _logits(model, wav):
-    waveform = torch.from_numpy(wav)[None]
-    with torch.no_grad():
-        return model(waveform, torch.tensor([waveform.shape[-1]]))[0].numpy()
+    return reference_outputs(model, wav, acoustic=False)[0]  # what golden, the parity gate and the bench run
 
 
 def _frontend_fed_logits(model, wav):
@@ -206,3 +204,11 @@ def test_hear_state_dict_keys_are_the_official_layout():
     state = torch.load(TINY_GOLDEN / "state_dict.pt", weights_only=True)
     model = HEAR(infer_config(state))
     assert set(model.state_dict()) == set(state)
+
+
+def test_reference_outputs_takes_mono_or_channels_and_gives_the_acoustic_frames(tiny_model):
+    wav = _load("short_1s")["wav"]  # (1, samples)
+    logits, acoustic = reference_outputs(tiny_model, wav)
+    np.testing.assert_allclose(logits, _load("short_1s")["logits"], atol=LOGIT_BOUND)
+    np.testing.assert_array_equal(reference_outputs(tiny_model, wav[0], acoustic=False)[0], logits)
+    assert acoustic.shape == ((wav.shape[-1] // 160 + 1) // 2, tiny_model.config.acoustic_model.hidden_size)

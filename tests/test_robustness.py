@@ -225,6 +225,13 @@ _DELETE = object()
     (["extra_field"], 1, r"manifest top level has unknown field\(s\) \['extra_field'\].*upgrade hear-edge"),
     (["streaming"], {"hop_seconds": 0}, r"streaming\.hop_seconds must be a number in \(0, 30\], got 0"),
     (["streaming"], {"context_seconds": 1e9}, r"streaming\.context_seconds must be a number in \(0, 30\]"),
+    # The limits create_stream holds them to (hear_edge.stream_timing), not looser ones of its own:
+    (["streaming"], {"context_seconds": 1.0, "hop_seconds": 0.013},
+     r"streaming\.hop_seconds must be between 0\.05 and 30\.0 s, got 0\.013"),
+    (["streaming"], {"context_seconds": 1.0, "hop_seconds": 0.123},
+     r"streaming\.hop_seconds must be a multiple of 10 ms \(the frame hop\), got 0\.123"),
+    (["streaming"], {"context_seconds": 0.5, "hop_seconds": 1.0},
+     r"streaming\.hop_seconds \(1\.0\) must not exceed streaming\.context_seconds \(0\.5\)"),
     (["streaming"], {"score_threshold": 1.5}, r"streaming\.score_threshold must be a number in \[0, 1\], got 1\.5"),
     (["streaming"], {"background_labels": ["zeta"]},
      r"streaming\.background_labels must be a list of distinct labels from `labels`, got \['zeta'\]"),
@@ -238,6 +245,19 @@ def test_every_manifest_field_is_checked_and_named(path, value, message):
     _set(data, path, value)
     with pytest.raises(BundleError, match=message):
         Manifest.from_dict(data, source="m.json")
+
+
+def test_the_supported_frontend_is_the_frontend_defaults_not_a_copy():
+    code = ("import importlib\n"
+            "from hear_edge import frontend, manifest_check\n"
+            "defaults = list(frontend.FrontendParams.__init__.__defaults__)\n"
+            "defaults[3] = 320  # hop_samples\n"
+            "frontend.FrontendParams.__init__.__defaults__ = tuple(defaults)\n"
+            "supported = importlib.reload(manifest_check).SUPPORTED_FRONTEND\n"
+            "print(supported['hop_samples'], supported['n_fft'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["320", "1024"]
 
 
 def test_a_duplicate_graph_variant_is_refused():

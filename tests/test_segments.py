@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 from hear_edge import HearEdge
 from hear_edge.bundle import CHECKSUM_NAME
 from hear_edge.errors import BundleError, InvalidArgumentError, InvalidAudioError
-from hear_edge.segments import plan_segments, segment_samples, split_segments
+from hear_edge.segments import last_segment_start, segment_samples, split_segments
 
 TINY = REPO_ROOT / "tests" / "data" / "tiny-golden.hearedge"
 
@@ -31,20 +31,31 @@ def test_a_segment_is_the_longest_frame_grid_length_within_max_task_frames(max_t
     assert _frames(segment + 320) > max_task_frames  # one more acoustic frame would not fit
 
 
+def _spans(total: int, segment: int, block: int | None = None) -> list[tuple[int, int]]:
+    audio = np.zeros(total)
+    block = block or total
+    return [(start, start + len(piece)) for start, piece in
+            split_segments((audio[i:i + block] for i in range(0, total, block)), segment, 320)]
+
+
 def test_the_official_task_model_gives_30_second_segments():
     assert segment_samples(1500, 160) == 30 * 16000
-    assert plan_segments(70 * 16000, 480000, 320) == [(0, 480000), (480000, 960000), (640000, 1120000)]
+    assert _spans(70 * 16000, 480000) == [(0, 480000), (480000, 960000), (640000, 1120000)]
     # The last start is snapped UP to the 20 ms grid: never longer than a segment.
     total = 70 * 16000 + 100
-    assert plan_segments(total, 480000, 320)[-1] == (-(-(total - 480000) // 320) * 320, total)
+    assert _spans(total, 480000)[-1] == (-(-(total - 480000) // 320) * 320, total)
 
 
 @pytest.mark.parametrize("total", [1, 999, 80000, 80001, 160000, 200123, 401234])
 @pytest.mark.parametrize("block", [1000, 65536, 10 ** 6])
-def test_split_segments_cuts_any_block_stream_as_plan_segments_plans(total, block):
+def test_split_segments_cuts_any_block_stream_alike(total, block):
     audio = np.arange(total, dtype=np.float64)
     pieces = list(split_segments((audio[i:i + block] for i in range(0, total, block)), 80000, 320))
-    assert [(start, start + len(piece)) for start, piece in pieces] == plan_segments(total, 80000, 320)
+    spans = [(start, start + len(piece)) for start, piece in pieces]
+    assert spans == _spans(total, 80000)  # as one block
+    full = total // 80000  # whole segments, then (if any audio is left) the final one ending at the end
+    tail = [(last_segment_start(total, 80000, 320), total)] if full and total % 80000 else []
+    assert spans == ([(i * 80000, (i + 1) * 80000) for i in range(full)] + tail if full else [(0, total)])
     for start, piece in pieces:
         np.testing.assert_array_equal(piece, audio[start:start + len(piece)])
         assert len(piece) <= 80000 and start % 320 == 0

@@ -54,8 +54,8 @@ class _Perturbed:
     def __getattr__(self, name):
         return getattr(self.session, name)
 
-    def run(self, inputs, signature=None):
-        return {k: v * self.factor for k, v in self.session.run(inputs, signature).items()}
+    def run(self, inputs, signature=None, transient=False):
+        return {k: v * self.factor for k, v in self.session.run(inputs, signature, transient).items()}
 
 
 def _perturb(monkeypatch, factor, only=None):
