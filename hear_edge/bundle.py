@@ -76,6 +76,10 @@ class GraphSpec:
     # None when the frame axis is free (or, in schema 1, a window graph's one static length);
     # else the static lengths, one signature each (`signature_name`).
     frame_buckets: list[int] | None = None
+    # None: every bucket is a signature of `file`. Else one single-signature file per bucket, in
+    # frame_buckets order, each {"file", "sha256", "bytes"} (the compat export for old TFLite
+    # runtimes, `hear_edge.export.compat`); `file` is then the first of them.
+    bucket_files: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> "GraphSpec":
@@ -169,6 +173,9 @@ class Manifest:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["sample_rate_hz"] = self.sample_rate_hz
+        for graph in data["graphs"]:
+            if graph["bucket_files"] is None:  # so that hear-edge releases before the field read the bundle
+                del graph["bucket_files"]
         return data
 
     @classmethod
@@ -267,6 +274,7 @@ def read_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifes
     if verify_hashes:
         for spec in manifest.graphs:
             verify_graph(bundle_dir, spec)
+            verify_bucket_files(bundle_dir, spec)
     return manifest
 
 
@@ -290,15 +298,26 @@ def _verify_checksum(bundle_dir: Path, raw: bytes, schema_version: int) -> None:
 
 def verify_graph(bundle_dir: Path, spec: GraphSpec) -> Path:
     """The graph's real path inside the bundle, after checking its size and sha256 against the manifest."""
-    path = bundle_file(bundle_dir, spec.file, f"{spec.format} {spec.precision} {spec.role} graph")
+    return _verify_file(bundle_dir, spec, spec.file, spec.bytes, spec.sha256)
+
+
+def verify_bucket_files(bundle_dir: Path, spec: GraphSpec) -> dict[int, Path]:
+    """{bucket frames: real path} of a graph written one file per bucket, each file's size and sha256
+    checked against the manifest; {} for a graph of one file."""
+    return {frames: _verify_file(bundle_dir, spec, entry["file"], entry["bytes"], entry["sha256"])
+            for frames, entry in zip(spec.frame_buckets or [], spec.bucket_files or [])}
+
+
+def _verify_file(bundle_dir: Path, spec: GraphSpec, name: str, expected_bytes: int, expected_sha256: str) -> Path:
+    path = bundle_file(bundle_dir, name, f"{spec.format} {spec.precision} {spec.role} graph")
     size = path.stat().st_size
-    if size != spec.bytes:
-        raise BundleError(f"{path} is {size} bytes, the manifest says {spec.bytes}; the file was changed "
+    if size != expected_bytes:
+        raise BundleError(f"{path} is {size} bytes, the manifest says {expected_bytes}; the file was changed "
                           f"or damaged. Re-copy the bundle.")
     actual, external = _sha256_finding(path, _ONNX_EXTERNAL_DATA_MARK if spec.format == "onnx" else b"")
-    if actual != spec.sha256:
+    if actual != expected_sha256:
         raise BundleError(f"{path} fails its hash: sha256 {actual[:16]}..., the manifest says "
-                          f"{spec.sha256[:16]}...; the file was changed or damaged. Re-copy the bundle.")
+                          f"{expected_sha256[:16]}...; the file was changed or damaged. Re-copy the bundle.")
     if external:
         raise BundleError(f"{path} refers to external data files; hear-edge bundles carry their weights "
                           f"inside each graph, and an external reference could name a file outside the "
