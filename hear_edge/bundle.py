@@ -89,6 +89,11 @@ class GraphSpec:
         return cls(**data)
 
     @property
+    def total_bytes(self) -> int:
+        """Bytes of the graph's files: its one file, or all its bucket files."""
+        return sum(entry["bytes"] for entry in self.bucket_files) if self.bucket_files else self.bytes
+
+    @property
     def input_names(self) -> list[str]:
         return [t.name for t in self.inputs]
 

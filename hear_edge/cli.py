@@ -233,7 +233,7 @@ def _info(args: argparse.Namespace) -> int:
     print("| graph | format | precision | size MB | sha256 |")
     print("|---|---|---|---|---|")
     for g in manifest.graphs:
-        print(f"| {g.role} | {g.format} | {g.precision} | {g.bytes / 1e6:.1f} | {g.sha256[:12]} |")
+        print(f"| {g.role} | {g.format} | {g.precision} | {g.total_bytes / 1e6:.1f} | {g.sha256[:12]} |")
     print(parity_table(manifest))
     print(f"parity gate: {'passed' if manifest.parity.get('passed') else 'FAILED'}")
     return 0
