@@ -83,6 +83,16 @@ def test_tflite_compat_needs_tflite_fp32(tmp_path):
                       formats=("onnx",), tflite_compat="2.5")
 
 
+def test_cli_export_passes_tflite_compat_on(tmp_path, capsys):
+    from hear_edge.cli import main
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(TINY_LABELS) + "\n")
+    status = main(["export", str(TINY_GOLDEN / "state_dict.pt"), "-o", str(tmp_path / "x.hearedge"), "--labels",
+                   str(labels), "--tflite-compat", "2.4"])
+    assert status == 2 and "tflite_compat must be the oldest tflite-runtime" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_compat_files_have_one_signature_and_only_2_5_operators(compat_bundle):
     from ai_edge_litert.interpreter import Interpreter
@@ -115,6 +125,10 @@ def test_a_graph_with_an_operator_2_5_lacks_is_refused(tmp_path):
 def test_compat_bundle_on_ai_edge_litert_is_within_1e4_of_onnxruntime(compat_bundle):
     compat = HearEdge.load(compat_bundle, backend="litert", precision="fp32")
     reference = HearEdge.load(ONNX_REFERENCE, backend="onnx", precision="fp32")
+    engine = InferenceEngine(compat_bundle, read_manifest(compat_bundle), "tflite", "fp32")
+    engine.run(*compute_features(np.zeros(16000, np.float32) + 0.01 * np.sin(np.arange(16000)), 16000))
+    # A bucket's file opens when a clip first needs it: a 1 s clip loads one of each graph's files.
+    assert sorted(engine.window_graph._sessions) == ["window_50"] and sorted(engine.task_graph._sessions) == ["task_50"]
     for case in TINY_CASES:
         wav = np.load(TINY_GOLDEN / f"{case}.npz")["wav"].T
         assert np.abs(compat.classify(wav, 16000).logits - reference.classify(wav, 16000).logits).max() <= 1e-4, case
