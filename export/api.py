@@ -21,6 +21,7 @@ from hear_edge.model import load_checkpoint
 from hear_edge.segments import segment_samples
 from hear_edge.selftest import with_probe
 
+from .compat import compat_provenance, export_tflite_compat, parse_compat
 from .formats import ONNX_INT8_RECIPE, ONNX_OPSET, TFLITE_INT8_RECIPE, export_onnx, export_tflite
 from .parity import check_parity, real_clips, synthetic_clips
 
@@ -97,11 +98,21 @@ def _detection_settings(labels: list[str], threshold, background_labels) -> dict
     return settings
 
 
+def _check_compat(tflite_compat, formats, precisions) -> str:
+    """The checked tflite_compat version; refused without TFLite fp32 graphs to write."""
+    version = parse_compat(tflite_compat)
+    if "tflite" not in formats or "fp32" not in precisions:
+        raise ConfigError(f"tflite_compat={tflite_compat!r} writes fp32 TFLite graphs, but formats={formats} and "
+                          f"precisions={precisions}; include 'tflite' and 'fp32', or leave tflite_compat out.")
+    return version
+
+
 def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, precisions=PRECISIONS,
                   calibration=None, name: str | None = None, version: str = "1", description: str = "",
                   force: bool = False, overwrite: bool = False, clip_seconds: float | None = None,
                   stream_context_seconds: float | None = None, stream_hop_seconds: float | None = None,
-                  stream_score_threshold: float | None = None, background_labels=None) -> Manifest:
+                  stream_score_threshold: float | None = None, background_labels=None,
+                  tflite_compat: str | None = None) -> Manifest:
     """Export a HEAR checkpoint into a self-describing, parity-checked bundle.
 
     Args:
@@ -124,13 +135,18 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
             validation stream: `examples/evaluate_stream.py`); None records none.
         background_labels: labels that are never detections; None takes
             `hear_edge.bundle.default_background_labels` (`_unknown_`, `_silence_`, ...).
+        tflite_compat: None, or the oldest tflite-runtime the TFLite graphs must run on, as "2.N"
+            (N >= 5: "2.5" for Chaquopy, "2.8" for python-for-android): fp32 graphs without the
+            GELU operator, one single-signature file per bucket (`hear_edge.export.compat`). The
+            TFLite graphs are then fp32 only; int8 applies to the ONNX graphs.
 
     Returns:
         The manifest written to `out/manifest.json`, with the parity figures measured.
 
     Raises:
         LabelError: labels missing or not matching the head (raised before any export work).
-        ConfigError: a checkpoint whose spectrogram_n_fft is not the frontend's 1024 (before any work).
+        ConfigError: a checkpoint whose spectrogram_n_fft is not the frontend's 1024 (before any work);
+            a bad tflite_compat, or one asked with no fp32 graphs to write.
         ParityError: an exported graph differs from the reference beyond its gate (unless force).
     """
     formats, precisions = tuple(formats), tuple(precisions)
@@ -138,6 +154,8 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
     if bad or not formats or not precisions:
         raise InvalidArgumentError(f"formats must be some of {FORMATS} and precisions some of {PRECISIONS}; "
                             f"got formats={formats}, precisions={precisions}.")
+    if tflite_compat is not None:
+        tflite_compat = _check_compat(tflite_compat, formats, precisions)
     out = Path(out)
     if out.exists() and not overwrite:
         raise InvalidArgumentError(f"{out} already exists; choose another path or pass overwrite=True (--overwrite).")
@@ -171,7 +189,8 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
         if "onnx" in formats:
             graphs += export_onnx(model, staging, precisions)
         if "tflite" in formats:
-            graphs += export_tflite(model, staging, precisions)
+            graphs += (export_tflite_compat(model, staging, tflite_compat) if tflite_compat
+                       else export_tflite(model, staging, precisions))
         hear_config = model.config
         graphs = [with_probe(staging, spec, hear_config.acoustic_model.max_length, hear_config.task_model.max_length)
                   for spec in graphs]
@@ -206,6 +225,8 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
                          "gated_on_host": host_cpu()},
             },
         )
+        if tflite_compat:
+            manifest.provenance["tflite_compat"] = compat_provenance(tflite_compat)
         manifest.write(staging)
         results, reference_outputs = check_parity(model, staging, manifest, clips, force)
         manifest.parity = {"clips": [{"name": c.name, "seconds": c.waveform.shape[1] / 16000, "real": c.real}

@@ -277,7 +277,7 @@ def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=No
     reference = live or manifest.parity.get("reference_outputs", {})
     sizes = {(g.format, g.precision): 0 for g in manifest.graphs}
     for g in manifest.graphs:
-        sizes[(g.format, g.precision)] += g.bytes
+        sizes[(g.format, g.precision)] += g.total_bytes
     gemm = report["machine"]["gemm_fp32_1thread_gflops"]
     for args, result in results:
         row = {"name": args["name"], "kind": args["kind"], "backend": args.get("backend", "pytorch"),

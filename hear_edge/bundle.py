@@ -74,6 +74,10 @@ class GraphSpec:
     # The self-test: the graph's outputs for a fixed probe input, recorded at export
     # (`hear_edge.selftest`); None in bundles exported before it.
     probe: dict | None = None
+    # None: every bucket is a signature of `file`. Else one single-signature file per bucket, in
+    # frame_buckets order, each {"file", "sha256", "bytes"} (the compat export for old TFLite
+    # runtimes, `hear_edge.export.compat`); `file` is then the first of them.
+    bucket_files: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> "GraphSpec":
@@ -81,6 +85,11 @@ class GraphSpec:
         data["inputs"] = [TensorSpec(**t) for t in data["inputs"]]
         data["outputs"] = [TensorSpec(**t) for t in data["outputs"]]
         return cls(**data)
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of the graph's files: its one file, or all its bucket files."""
+        return sum(entry["bytes"] for entry in self.bucket_files) if self.bucket_files else self.bytes
 
     @property
     def input_names(self) -> list[str]:
@@ -170,6 +179,8 @@ class Manifest:
         for graph in data["graphs"]:
             if graph["probe"] is None:  # as bundles without probes have always been written
                 del graph["probe"]
+            if graph["bucket_files"] is None:  # so that hear-edge releases before the field read the bundle
+                del graph["bucket_files"]
         return data
 
     @classmethod
@@ -267,6 +278,8 @@ def read_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifes
     manifest = Manifest._from_versioned(data, str(path))
     for spec in manifest.graphs:  # every listed file, even one this load will not open: a damaged copy shows now
         (verify_graph if verify_hashes else check_graph_size)(bundle_dir, spec)
+        if spec.bucket_files:
+            verify_bucket_files(bundle_dir, spec, hashes=verify_hashes)
     return manifest
 
 
@@ -290,29 +303,45 @@ def _verify_checksum(bundle_dir: Path, raw: bytes, schema_version: int) -> None:
 
 def check_graph_size(bundle_dir: Path, spec: GraphSpec) -> Path:
     """The graph's real path inside the bundle, after checking that it exists with the manifest's size."""
-    what = f"{spec.format} {spec.precision} {spec.role} graph"
-    try:
-        path = bundle_file(bundle_dir, spec.file, what)
-    except BundleError:
-        if os.path.lexists(Path(bundle_dir) / spec.file):
-            raise
-        raise BundleError(f"bundle {bundle_dir} is missing its {what} {spec.file} (the manifest says "
-                          f"{spec.bytes} bytes, found no file); the copy is incomplete. Re-copy or re-export "
-                          f"the bundle.") from None
-    size = path.stat().st_size
-    if size != spec.bytes:
-        raise BundleError(f"{path} is {size} bytes, the manifest says {spec.bytes}; the file was changed "
-                          f"or damaged. Re-copy the bundle.")
-    return path
+    return _check_size(bundle_dir, spec, spec.file, spec.bytes)
 
 
 def verify_graph(bundle_dir: Path, spec: GraphSpec) -> Path:
     """The graph's real path inside the bundle, after checking its size and sha256 against the manifest."""
-    path = check_graph_size(bundle_dir, spec)
+    return _verify_file(bundle_dir, spec, spec.file, spec.bytes, spec.sha256)
+
+
+def verify_bucket_files(bundle_dir: Path, spec: GraphSpec, hashes: bool = True) -> dict[int, Path]:
+    """{bucket frames: real path} of a graph written one file per bucket, each file's size (and, with
+    `hashes`, sha256) checked against the manifest; {} for a graph of one file."""
+    return {frames: (_verify_file(bundle_dir, spec, entry["file"], entry["bytes"], entry["sha256"]) if hashes
+                     else _check_size(bundle_dir, spec, entry["file"], entry["bytes"]))
+            for frames, entry in zip(spec.frame_buckets or [], spec.bucket_files or [])}
+
+
+def _check_size(bundle_dir: Path, spec: GraphSpec, name: str, expected_bytes: int) -> Path:
+    what = f"{spec.format} {spec.precision} {spec.role} graph"
+    try:
+        path = bundle_file(bundle_dir, name, what)
+    except BundleError:
+        if os.path.lexists(Path(bundle_dir) / name):
+            raise
+        raise BundleError(f"bundle {bundle_dir} is missing its {what} {name} (the manifest says "
+                          f"{expected_bytes} bytes, found no file); the copy is incomplete. Re-copy or re-export "
+                          f"the bundle.") from None
+    size = path.stat().st_size
+    if size != expected_bytes:
+        raise BundleError(f"{path} is {size} bytes, the manifest says {expected_bytes}; the file was changed "
+                          f"or damaged. Re-copy the bundle.")
+    return path
+
+
+def _verify_file(bundle_dir: Path, spec: GraphSpec, name: str, expected_bytes: int, expected_sha256: str) -> Path:
+    path = _check_size(bundle_dir, spec, name, expected_bytes)
     actual, external = _sha256_finding(path, _ONNX_EXTERNAL_DATA_MARK if spec.format == "onnx" else b"")
-    if actual != spec.sha256:
+    if actual != expected_sha256:
         raise BundleError(f"{path} fails its hash: sha256 {actual[:16]}..., the manifest says "
-                          f"{spec.sha256[:16]}...; the file was changed or damaged. Re-copy the bundle.")
+                          f"{expected_sha256[:16]}...; the file was changed or damaged. Re-copy the bundle.")
     if external:
         raise BundleError(f"{path} refers to external data files; hear-edge bundles carry their weights "
                           f"inside each graph, and an external reference could name a file outside the "

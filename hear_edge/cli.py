@@ -85,7 +85,7 @@ def _export(args: argparse.Namespace) -> int:
                              force=args.force, overwrite=args.overwrite, clip_seconds=args.clip_seconds,
                              stream_context_seconds=args.stream_context, stream_hop_seconds=args.stream_hop,
                              stream_score_threshold=args.stream_threshold,
-                             background_labels=args.background_label)
+                             background_labels=args.background_label, tflite_compat=args.tflite_compat)
     print(parity_table(manifest))
     print(f"wrote {args.output}" + ("" if manifest.parity["passed"] else " (FAILED its parity gate: --force)"))
     return 0
@@ -315,7 +315,7 @@ def _info(args: argparse.Namespace) -> int:
     print("| graph | format | precision | size MB | sha256 |")
     print("|---|---|---|---|---|")
     for g in manifest.graphs:
-        print(f"| {g.role} | {g.format} | {g.precision} | {g.bytes / 1e6:.1f} | {g.sha256[:12]} |")
+        print(f"| {g.role} | {g.format} | {g.precision} | {g.total_bytes / 1e6:.1f} | {g.sha256[:12]} |")
     print(parity_table(manifest))
     print(f"parity gate: {'passed' if manifest.parity.get('passed') else 'FAILED'}")
     return 0
@@ -473,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="write a bundle that misses its parity gate, "
                                                              "marked as failed")
     export.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    export.add_argument("--tflite-compat", metavar="2.N", help="write fp32 TFLite graphs that tflite-runtime 2.N "
+                        "and later run (2.5: Chaquopy, 2.8: python-for-android): no GELU operator, one file "
+                        "per length bucket")
     export.set_defaults(run=_export, default_verbose=True)
 
     tune = add_command("finetune", help="train on folders of labelled audio (needs torch)")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import GraphSpec, Manifest, signature_name, verify_graph
+from .bucket_graph import open_spec_graph
+from .bundle import GraphSpec, Manifest, signature_name
 from .errors import BundleError, ClipTooLongError, InvalidArgumentError, LabelError
 from .host import release_freed_heap
 from .selftest import self_test as run_self_test
@@ -82,7 +83,7 @@ class InferenceEngine:
 
     def __init__(self, bundle_dir: str | Path, manifest: Manifest, fmt: str, precision: str,
                  num_threads: int = 1, backend: str | None = None, self_test: bool = True):
-        from hear_edge.runtimes.base import BACKEND_FORMAT, format_backend, open_graph
+        from hear_edge.runtimes.base import BACKEND_FORMAT, format_backend
 
         self.manifest = manifest
         self.format, self.precision = fmt, precision
@@ -95,10 +96,8 @@ class InferenceEngine:
         if window_spec is None or task_spec is None:
             raise BundleError(f"bundle has no {fmt} {precision} graphs; it has "
                               f"{[f'{f} {p}' for f, p in manifest.variants()]}.")
-        self.window_graph = open_graph(self.backend, verify_graph(bundle_dir, window_spec),
-                                       window_spec.input_names, window_spec.output_names, num_threads)
-        self.task_graph = open_graph(self.backend, verify_graph(bundle_dir, task_spec),
-                                     task_spec.input_names, task_spec.output_names, num_threads)
+        self.window_graph = open_spec_graph(self.backend, bundle_dir, window_spec, num_threads)
+        self.task_graph = open_spec_graph(self.backend, bundle_dir, task_spec, num_threads)
         check_label_count(manifest, self.task_graph)
         if self_test:
             for graph, spec in ((self.window_graph, window_spec), (self.task_graph, task_spec)):

@@ -34,12 +34,13 @@ _TOP_OPTIONAL = ("provenance", "parity", "description", "schema_version", "sampl
 _FRONTEND_KEYS = ("sample_rate_hz", "n_fft", "window_samples", "hop_samples", "num_mel_bins", "log_offset",
                   "norm_eps")
 _GRAPH_REQUIRED = ("role", "format", "precision", "file", "sha256", "bytes", "inputs", "outputs")
-_GRAPH_OPTIONAL = ("frame_buckets", "probe")
+_GRAPH_OPTIONAL = ("frame_buckets", "bucket_files", "probe")
 _PROBE_KEYS = ("formula", "seed", "frames", "signature", "inputs", "outputs", "tolerance", "recorded_with")
 PROBE_FORMULAS = ("splitmix64-v1",)
 PROBE_PROJECTIONS = 16
 # A probe tensor is generated at load: its size is bounded like a bucket's (1 x 30000 x 1026).
 MAX_PROBE_ELEMENTS = 1 << 25
+_BUCKET_FILE_KEYS = ("file", "sha256", "bytes")
 _TENSOR_KEYS = ("name", "shape", "dtype")
 _STREAMING_KEYS = ("clip_seconds", "context_seconds", "hop_seconds", "score_threshold", "background_labels")
 
@@ -87,6 +88,38 @@ class _Checker:
     def choice(self, value, field: str, choices) -> None:
         if not isinstance(value, str) or value not in choices:
             self.fail(field, f"one of {list(choices)}", value)
+
+
+def _check_file_entry(check: _Checker, entry: dict, where: str) -> None:
+    """A graph file's name (plain, inside the bundle), sha256 and size."""
+    name = check.string(entry["file"], f"{where}.file")
+    if name in ("", ".", "..") or "/" in name or "\\" in name or "\x00" in name or ":" in name:
+        check.fail(f"{where}.file", "a plain file name inside the bundle folder (no folders, no "
+                                    "absolute path)", name)
+    sha = entry["sha256"]
+    if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+        check.fail(f"{where}.sha256", "64 lowercase hex digits", sha)
+    check.integer(entry["bytes"], f"{where}.bytes", 1, MAX_GRAPH_BYTES)
+
+
+def _check_bucket_files(check: _Checker, graph: dict, where: str) -> None:
+    """A graph written one file per bucket: a tflite graph, one entry per frame bucket, the first its `file`."""
+    files = graph.get("bucket_files")
+    if files is None:
+        return
+    buckets = graph.get("frame_buckets")
+    if graph["format"] != "tflite" or not buckets:
+        check.fail(f"{where}.bucket_files", "null unless the graph is tflite with frame_buckets", files)
+    if not isinstance(files, list) or len(files) != len(buckets):
+        check.fail(f"{where}.bucket_files", f"a list of {len(buckets)} files, one per frame bucket", files)
+    for j, entry in enumerate(files):
+        check.keys(entry, f"{where}.bucket_files[{j}]", _BUCKET_FILE_KEYS)
+        _check_file_entry(check, entry, f"{where}.bucket_files[{j}]")
+    if files[0]["file"] != graph["file"]:
+        check.fail(f"{where}.bucket_files[0].file", f"the graph's file {graph['file']!r}", files[0]["file"])
+    names = [entry["file"] for entry in files]
+    if len(set(names)) != len(names):
+        check.fail(f"{where}.bucket_files", "distinct files", names)
 
 
 def validate_manifest(data, source: str = "manifest") -> None:
@@ -149,14 +182,7 @@ def validate_manifest(data, source: str = "manifest") -> None:
         if variant in seen:
             check.fail(where, "the only graph of its role, format and precision", " ".join(variant))
         seen.add(variant)
-        name = check.string(graph["file"], f"{where}.file")
-        if name in ("", ".", "..") or "/" in name or "\\" in name or "\x00" in name or ":" in name:
-            check.fail(f"{where}.file", "a plain file name inside the bundle folder (no folders, no "
-                                        "absolute path)", name)
-        sha = graph["sha256"]
-        if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
-            check.fail(f"{where}.sha256", "64 lowercase hex digits", sha)
-        check.integer(graph["bytes"], f"{where}.bytes", 1, MAX_GRAPH_BYTES)
+        _check_file_entry(check, graph, where)
         for kind in ("inputs", "outputs"):
             tensors = graph[kind]
             if not isinstance(tensors, list) or not tensors:
@@ -183,6 +209,7 @@ def validate_manifest(data, source: str = "manifest") -> None:
                 # A clip of up to max_task_frames frames must find a bucket that holds it.
                 check.fail(f"{where}.frame_buckets", f"frame counts whose largest is max_task_frames ({max_task})",
                            buckets)
+        _check_bucket_files(check, graph, where)
         if graph.get("probe") is not None:
             _check_probe(check, graph, f"{where}.probe", max(window, max_task))
 
