@@ -52,6 +52,12 @@ class BucketFilesGraph:
     def output_shape(self, name: str) -> list:
         return self._session(next(iter(self.paths))).output_shape(name)
 
-    def run(self, inputs: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
+    @property
+    def runtime(self) -> str:
+        """The runtime package and its version (the self-test names it), as its buckets' sessions say."""
+        return self._session(next(iter(self.paths))).runtime
+
+    def run(self, inputs: dict[str, np.ndarray], signature: str | None = None,
+            transient: bool = False) -> dict[str, np.ndarray]:
         signature = signature or next(iter(self.paths))
-        return self._session(signature).run(inputs, signature)
+        return self._session(signature).run(inputs, signature, transient)
