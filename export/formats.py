@@ -149,10 +149,11 @@ def quantize_onnx(fp32_path: Path, int8_path: Path) -> Path:
     return int8_path
 
 
-def _gemm_to_matmul(path: Path, out_path: Path) -> None:
-    """Gemm(x, W, b) over a weight -> MatMul(x, W^T) + b: onnxruntime's dynamic quantiser has no
-    integer Gemm, and an unbatched window graph's linear layers trace to Gemm (onnxruntime fuses
-    the int8 MatMul and its bias Add back into one DynamicQuantizeMatMul)."""
+def _gemm_to_matmul(path: Path, out_path: Path, prefix: str = "/layers.") -> None:
+    """Gemm(x, W, b) over a weight -> MatMul(x, W^T) + b for the Acoustic Model's layers (`prefix`):
+    onnxruntime's dynamic quantiser has no integer Gemm, and the unbatched window graph's linear
+    layers trace to Gemm (onnxruntime fuses the int8 MatMul and its bias Add back into one
+    DynamicQuantizeMatMul). Other Gemms (the pooling head's) stay float, as before."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -164,7 +165,7 @@ def _gemm_to_matmul(path: Path, out_path: Path) -> None:
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         plain = attributes.get("alpha", 1.0) == 1.0 and attributes.get("beta", 1.0) == 1.0 \
             and not attributes.get("transA", 0)
-        if node.op_type != "Gemm" or not plain or node.input[1] not in weights:
+        if node.op_type != "Gemm" or not plain or node.input[1] not in weights or not node.name.startswith(prefix):
             nodes.append(node)
             continue
         weight = numpy_helper.to_array(weights[node.input[1]])
