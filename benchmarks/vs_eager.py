@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", default="onnx", choices=list(BACKEND_FORMAT))
     parser.add_argument("--also", action="append", default=[], metavar="BACKEND:PRECISION:BUNDLE",
                         help="another contender in the same rounds, labelled 'BACKEND PRECISION (BUNDLE's name)': "
-                             "a baseline bundle, or a LiteRT one (repeat for several)")
+                             "a baseline bundle, or a LiteRT one (repeat for several); a ':no-arena' tail "
+                             "opens its onnxruntime sessions without the shared arena (HEAR_EDGE_ORT_ARENA=0)")
     parser.add_argument("--clips", type=float, nargs="+", default=[1.0, 2.0, 3.0, 10.0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--stream-seconds", type=float, default=60.0,
@@ -64,8 +65,12 @@ def main(argv=None) -> int:
     models = {p: HearEdge.load(args.bundle, backend=args.backend, precision=p, num_threads=1) for p in precisions}
     for spec in args.also:
         backend, precision, bundle = spec.split(":", 2)
-        label = f"{backend} {precision} ({os.path.basename(os.path.normpath(bundle))})"
+        arena = not bundle.endswith(":no-arena")  # onnxruntime sessions without the shared arena
+        bundle = bundle.removesuffix(":no-arena")
+        label = f"{backend} {precision} ({os.path.basename(os.path.normpath(bundle))}{'' if arena else ', no arena'})"
+        os.environ["HEAR_EDGE_ORT_ARENA"] = "1" if arena else "0"
         models[label] = HearEdge.load(bundle, backend=backend, precision=precision, num_threads=1)
+        os.environ.pop("HEAR_EDGE_ORT_ARENA")
 
     def eager_classify(wave: np.ndarray):
         tensor = torch.from_numpy(wave.astype(np.float32))[None, None]

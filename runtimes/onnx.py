@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,10 @@ _ARENA: dict[str, bool] = {}
 
 
 def _shared_arena(ort) -> bool:
-    """Register the process-wide CPU arena once; False where onnxruntime refuses it (sessions then
-    allocate without an arena, as before)."""
+    """Register the process-wide CPU arena once; False where onnxruntime refuses it, or where
+    HEAR_EDGE_ORT_ARENA=0 asks for none (sessions then allocate without an arena, as before)."""
+    if os.environ.get("HEAR_EDGE_ORT_ARENA", "1") == "0":
+        return False
     if "registered" not in _ARENA:
         try:
             config = ort.OrtArenaCfg({"arena_extend_strategy": 1, "initial_chunk_size_bytes": 1 << 20})

@@ -4,6 +4,7 @@ import importlib.abc
 import importlib.util
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
@@ -250,3 +251,16 @@ def test_the_litert_backend_falls_back_to_the_tflite_runtime_module(litert_on_tf
     with pytest.raises(BundleError, match=r"only tflite \['int8'\] graphs, and the litert backend on tflite_runtime "
                                           r"cannot run int8: .* or install ai-edge-litert\.$"):
         HearEdge.load(bundle, backend="litert")
+
+
+def test_onnx_sessions_share_one_arena_unless_told_not_to_and_answer_the_same(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from hear_edge.signals import synthetic_clip
+
+    wave = synthetic_clip(2.0, seed=3)
+    shared = HearEdge.load(backend="onnx", precision="int8", num_threads=1)
+    monkeypatch.setenv("HEAR_EDGE_ORT_ARENA", "0")
+    alone = HearEdge.load(backend="onnx", precision="int8", num_threads=1)
+    assert shared.engine.window_graph._run_options is not None  # shrunk after each run
+    assert alone.engine.window_graph._run_options is None
+    np.testing.assert_array_equal(shared.classify(wave, 16000).logits, alone.classify(wave, 16000).logits)

@@ -129,3 +129,21 @@ def test_p95_is_the_95th_percentile_of_the_timed_runs():
     times = [0.010, 0.011, 0.012, 0.013, 0.100]  # one slow run: the median hides it, p95 shows it
     assert float(np.median(times)) == 0.012
     assert _percentile(times, 95) == pytest.approx(0.0826)  # linear interpolation: 0.013 + 0.8 * 0.087
+
+
+def test_op_profile_sums_onnxruntimes_kernel_times_by_op_type():
+    pytest.importorskip("onnxruntime")
+    from hear_edge import HearEdge
+    from hear_edge.bench import op_profile
+    from hear_edge.signals import synthetic_clip
+
+    model = HearEdge.load(backend="onnx", precision="int8", num_threads=1)  # the shipped bundle
+    profile = op_profile(model, synthetic_clip(7.0, seed=100), calls=2)  # 350 frames: two windows
+    assert set(profile) == {"acoustic_window", "task"}
+    window, task = profile["acoustic_window"], profile["task"]
+    assert window["windows_per_call"] == 2 and task["windows_per_call"] == 1
+    for graph in (window, task):
+        assert graph["nodes_per_window"] > 10 and graph["kernels_ms_per_call"] > 0
+        assert graph["kernels_ms_per_call"] == pytest.approx(sum(graph["by_op_type_ms"].values()), rel=1e-3)
+        assert list(graph["by_op_type_ms"].values()) == sorted(graph["by_op_type_ms"].values(), reverse=True)
+    assert "DynamicQuantizeMatMul" in window["by_op_type_ms"] and "Softmax" in window["by_op_type_ms"]
