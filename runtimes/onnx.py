@@ -54,7 +54,7 @@ class OnnxSession(GraphSession):
         # Without an arena every node's output is a fresh malloc (and page faults): 8-19 % of a window
         # graph's time on a 2-core Xeon. A per-session arena keeps the largest clip's activations
         # resident (+20-40 MB peak), so the sessions share one process-wide arena that grows by what
-        # is asked (kSameAsRequested) and is shrunk after every run: the same peak as no arena.
+        # is asked (kSameAsRequested) and is shrunk after every run: about the peak of no arena.
         options.enable_cpu_mem_arena = False
         self._run_options = None
         if _shared_arena(ort):
