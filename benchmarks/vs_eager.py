@@ -39,9 +39,14 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", action="append", choices=["fp32", "int8"],
                         help="repeat for several (default: every ONNX precision in the bundle)")
     parser.add_argument("--backend", default="onnx", choices=list(BACKEND_FORMAT))
+    parser.add_argument("--also", action="append", default=[], metavar="BACKEND:PRECISION:BUNDLE",
+                        help="another contender in the same rounds, labelled 'BACKEND PRECISION (BUNDLE's name)': "
+                             "a baseline bundle, or a LiteRT one (repeat for several); a ':no-arena' tail "
+                             "opens its onnxruntime sessions without the shared arena (HEAR_EDGE_ORT_ARENA=0)")
+    parser.add_argument("--clips", type=float, nargs="+", default=[1.0, 2.0, 3.0, 10.0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--stream-seconds", type=float, default=60.0,
-                        help="audio per stream measurement (default 60)")
+                        help="audio per stream measurement (default 60; 0: clips only)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
 
@@ -58,15 +63,25 @@ def main(argv=None) -> int:
     precisions = args.precision or [p for f, p in HearEdge.load(args.bundle, backend=args.backend)
                                     .manifest.variants() if f == fmt]
     models = {p: HearEdge.load(args.bundle, backend=args.backend, precision=p, num_threads=1) for p in precisions}
+    for spec in args.also:
+        backend, precision, bundle = spec.split(":", 2)
+        arena = not bundle.endswith(":no-arena")  # onnxruntime sessions without the shared arena
+        bundle = bundle.removesuffix(":no-arena")
+        label = f"{backend} {precision} ({os.path.basename(os.path.normpath(bundle))}{'' if arena else ', no arena'})"
+        os.environ["HEAR_EDGE_ORT_ARENA"] = "1" if arena else "0"
+        models[label] = HearEdge.load(bundle, backend=backend, precision=precision, num_threads=1)
+        os.environ.pop("HEAR_EDGE_ORT_ARENA")
 
     def eager_classify(wave: np.ndarray):
         tensor = torch.from_numpy(wave.astype(np.float32))[None, None]
         with torch.no_grad():
             return eager(tensor, torch.tensor([wave.shape[0]]))
 
-    clips = {f"{s:g} s clip": synthetic_clip(s, seed=100) for s in (1.0, 2.0, 3.0, 10.0)}
+    clips = {f"{s:g} s clip": synthetic_clip(s, seed=100) for s in args.clips}
     streams = {"keyword stream (1 s / 0.25 s)": (1.0, 0.25), "long-context stream (6 s / 1 s)": (6.0, 1.0)}
-    stream_audio = synthetic_clip(args.stream_seconds, seed=101)
+    if args.stream_seconds <= 0:
+        streams = {}
+    stream_audio = synthetic_clip(max(args.stream_seconds, 1.0), seed=101)
 
     def run_stream(model, context, hop):
         stream = model.create_stream(hop_seconds=hop, context_seconds=context)
@@ -102,7 +117,8 @@ def main(argv=None) -> int:
         print(".", end="", flush=True, file=sys.stderr)
     print(file=sys.stderr)
 
-    report = {"machine": machine_info(), "bundle": args.bundle, "backend": args.backend, "rounds": args.rounds,
+    report = {"machine": machine_info(), "bundle": args.bundle, "also": args.also, "backend": args.backend,
+              "rounds": args.rounds,
               "threads": 1, "timer": "process CPU time", "stream_seconds": args.stream_seconds,
               "medians_ms": {n: {k: 1000 * float(np.median(v)) for k, v in row.items()} for n, row in times.items()},
               "ratios": {}}

@@ -134,8 +134,10 @@ def quantize_onnx(fp32_path: Path, int8_path: Path) -> Path:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
+        unfused = Path(scratch) / "unfused.onnx"
+        _gemm_to_matmul(fp32_path, unfused)
         # Symbolic shape inference trips on the relative-shift reshapes; ONNX's own inference suffices.
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(unfused), str(prepared), skip_symbolic_shape=True)
         # The Spectrogram Mixture's gate and mixture matmuls stay fp32: their inputs join
         # hidden states and spectra of very different scales, and quantising them alone
         # quadrupled the task graph's logit error on a trained model (+1.3 MB).
@@ -147,6 +149,42 @@ def quantize_onnx(fp32_path: Path, int8_path: Path) -> Path:
     declare_only_used_opsets(int8_path)
     logger.info("onnx int8 %s quantised in %.1f s", int8_path.name, time.perf_counter() - started)
     return int8_path
+
+
+def _gemm_to_matmul(path: Path, out_path: Path, prefix: str = "/layers.") -> None:
+    """Gemm(x, W, b) over a weight -> MatMul(x, W^T) + b for the Acoustic Model's layers (`prefix`):
+    onnxruntime's dynamic quantiser has no integer Gemm, and the unbatched window graph's linear
+    layers trace to Gemm (onnxruntime fuses the int8 MatMul and its bias Add back into one
+    DynamicQuantizeMatMul). Other Gemms (the pooling head's) stay float, as before."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    weights = {i.name: i for i in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = attributes.get("alpha", 1.0) == 1.0 and attributes.get("beta", 1.0) == 1.0 \
+            and not attributes.get("transA", 0)
+        if node.op_type != "Gemm" or not plain or node.input[1] not in weights or not node.name.startswith(prefix):
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(weights[node.input[1]])
+        if attributes.get("transB", 0):
+            weight = weight.T
+        name = f"{node.input[1]}_matmul_{len(nodes)}"
+        graph.initializer.append(numpy_helper.from_array(weight.copy(), name))
+        product = node.output[0] + ("_matmul" if len(node.input) > 2 and node.input[2] else "")
+        nodes.append(helper.make_node("MatMul", [node.input[0], name], [product], name=node.name + "/MatMul"))
+        if product != node.output[0]:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=node.name + "/Add"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    for initializer in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(initializer)
+    onnx.save(model, str(out_path))
 
 
 def _store_float_weights_as_fp16(path: Path, min_elements: int = 16384) -> None:

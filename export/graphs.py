@@ -27,10 +27,12 @@ class AcousticWindowGraph(nn.Module):
         self.acoustic_model = model.acoustic_model
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
-        hidden = self.acoustic_model.feature_extractor(log_mel)
+        # One clip a call: the layers run on unbatched (frames, hidden) states, so that every reshape
+        # has constant sizes and each linear layer traces to one Gemm with its bias.
+        hidden = self.acoustic_model.feature_extractor(log_mel)[0]
         for layer in self.acoustic_model.contextual_encoder.layers:
             hidden = layer(hidden, None)
-        return hidden
+        return hidden[None]
 
 
 class BucketedAcousticWindowGraph(AcousticWindowGraph):

@@ -12,9 +12,12 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -138,11 +141,16 @@ def _child_main(args: dict, started: float) -> dict:
             _, timings = run(wave)
             times.append(time.perf_counter() - t)
             stages.append(timings)
+        for timings in stages:  # what classify spends beyond its stages: segmenting, results, Python
+            if "total_ms" in timings:
+                timings["python_ms"] = timings["total_ms"] - sum(v for k, v in timings.items() if k != "total_ms")
         latency[f"{seconds:g}"] = {
             "median_s": float(np.median(times)), "p95_s": _percentile(times, 95), "runs": len(times),
             "rtf": float(np.median(times)) / seconds,
             "stages_ms": {k: float(np.median([s[k] for s in stages])) for k in stages[0]} if stages[0] else {},
         }
+        if args.get("profile_ops") and args["kind"] != "pytorch" and args["backend"] == "onnx":
+            latency[f"{seconds:g}"]["ops_ms"] = op_profile(model, wave)
     streaming = None
     if args["kind"] != "pytorch":
         streaming = {name: _stream_figures(model, run, context, hop, args["stream_seconds"])
@@ -178,6 +186,82 @@ def _stream_figures(model, run, context_s: float, hop_s: float, seconds: float) 
             "compute_s": compute, "compute_per_result_s": compute / max(results, 1),
             "compute_vs_offline_classify": compute / max(offline, 1e-9),
             "delay_after_hop_p95_s": _percentile(ready_times, 95)}
+
+
+def _profiled_session(path: str, prefix: str):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_profiling = True
+    options.profile_file_prefix = prefix
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def op_profile(model, wave: np.ndarray, calls: int = 5) -> dict:
+    """onnxruntime's own per-node kernel times for one classify of `wave` (16 kHz mono) on an ONNX
+    `HearEdge`, per graph: each node's median over `calls` timed calls, summed by op type (ms).
+    Separate profiled sessions of the same graph files run the inputs classify gives them. The
+    profiler's clock is wall time: on a shared machine read the figures as shares."""
+    from hear_edge.windows import plan_windows
+
+    engine = model.engine
+    mono = wave.astype(np.float64)
+    log_mel, log_power = model.frontend.features_from_log(*model.frontend.log_features(mono - mono.mean()))
+    acoustic = engine.acoustic(log_mel)
+    frames = log_mel.shape[1] // 2
+    plan = plan_windows(frames, engine.window_frames, engine.manifest.overlap_frames)
+    result = {}
+    scratch = tempfile.mkdtemp(prefix="hear-edge-profile-")
+    for role, graph in (("acoustic_window", engine.window_graph), ("task", engine.task_graph)):
+        prefix = os.path.join(scratch, role)
+        session = _profiled_session(str(graph.path), prefix)
+        if role == "acoustic_window":
+            feeds = [{"log_mel": np.ascontiguousarray(log_mel[None, :, 2 * s:2 * (s + v)])} for s, v in plan]
+        else:
+            from hear_edge.inference import spectrum_pairs
+
+            feeds = [{"acoustic": np.ascontiguousarray(acoustic[None], dtype=np.float32),
+                      "spectrum_pairs": spectrum_pairs(log_power, acoustic.shape[0])[None]}]
+        for feed in feeds:  # warm-up calls, dropped below
+            session.run(None, feed)
+        for _ in range(calls):
+            for feed in feeds:
+                session.run(None, feed)
+        path = session.end_profiling()
+        with open(path) as handle:
+            events = json.load(handle)
+        # Each node's median over the timed calls (a preempted call on a shared machine is an outlier),
+        # summed by op type: ms per classify-equivalent call.
+        by_node: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+        runs = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"]
+        nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+        first_timed = runs[len(feeds)]["ts"] if len(runs) > len(feeds) else 0
+        timed_runs = runs[len(feeds):]
+        for e in nodes:
+            if e["ts"] >= first_timed:
+                window = next((k for k, r in enumerate(timed_runs) if r["ts"] <= e["ts"] <= r["ts"] + r["dur"]), 0)
+                by_node[(e["args"]["op_name"], e["name"], window % len(feeds))].append(e["dur"])
+        per_call: dict[str, float] = defaultdict(float)
+        for (op, _, _), durations in by_node.items():
+            per_call[op] += float(np.median(durations)) / 1000
+        run_ms = float(np.median([sum(r["dur"] for r in timed_runs[k:k + len(feeds)])
+                                  for k in range(0, len(timed_runs), len(feeds))])) / 1000
+        kernels_ms = sum(per_call.values())
+        result[role] = {
+            "windows_per_call": len(feeds),
+            "run_ms_per_call": run_ms,
+            "kernels_ms_per_call": kernels_ms,
+            "outside_kernels_ms_per_call": run_ms - kernels_ms,
+            "by_op_type_ms": {op: round(ms, 4) for op, ms in sorted(per_call.items(), key=lambda kv: -kv[1])},
+            "nodes_per_window": len(by_node) // len(feeds),
+        }
+        os.remove(path)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return result
 
 
 def _run_child(args: dict, timeout: int = 1800) -> dict:
@@ -234,8 +318,9 @@ def machine_info() -> dict:
 
 
 def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=None, threads=None,
-              quick: bool = False) -> dict:
-    """Measure every backend x precision x threads row of a bundle, plus PyTorch eager on the same weights."""
+              quick: bool = False, profile_ops: bool = False) -> dict:
+    """Measure every backend x precision x threads row of a bundle, plus PyTorch eager on the same weights;
+    with `profile_ops`, each ONNX row's latencies carry onnxruntime's per-op profile (`op_profile`)."""
     from .classifier import default_bundle_path
 
     bundle = Path(bundle) if bundle else default_bundle_path()
@@ -244,6 +329,7 @@ def run_bench(bundle, checkpoint=None, config=None, backends=None, precisions=No
     lengths = (1.0, 10.0) if quick else (1.0, 2.0, 3.0, 6.0, 10.0, 30.0, 60.0)
     repeats = 3 if quick else 10
     common = {"lengths": lengths, "repeats": repeats, "stream_seconds": 10.0 if quick else 60.0,
+              "profile_ops": profile_ops,
               "parity_seconds": parity_seconds(lengths)}
     rows_to_run = []
     for fmt, precision in manifest.variants():

@@ -361,7 +361,8 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import compare, markdown_table, plot, run_bench
 
     report = run_bench(args.bundle, checkpoint=args.checkpoint, config=args.config, backends=args.backend,
-                       precisions=args.precision, threads=args.threads, quick=args.quick)
+                       precisions=args.precision, threads=args.threads, quick=args.quick,
+                       profile_ops=args.profile_ops)
     if not report["rows"]:
         from .bundle import read_manifest
         from .classifier import default_bundle_path
@@ -567,6 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--precision", action="append", choices=["fp32", "int8"], help="default: all in the bundle")
     bench.add_argument("--threads", type=_positive_int, action="append", help="default: 1 and all cores")
     bench.add_argument("--quick", action="store_true", help="1 s and 10 s clips, few repeats (CI)")
+    bench.add_argument("--profile-ops", action="store_true",
+                       help="add onnxruntime's per-op profile (ms by op type, per graph) to each ONNX row's latencies "
+                            "(its profiled sessions count in that row's peak RSS)")
     bench.add_argument("--out", default="bench-results", help="folder for bench.json, bench.md and plots")
     bench.add_argument("--compare", help="an older bench.json: flag rows slower by more than --threshold")
     bench.add_argument("--threshold", type=_non_negative_float, default=0.10, help="regression threshold (default 0.10)")

@@ -119,14 +119,20 @@ class RelativePositionEncoder(nn.Module):
         return self.positional_embedding(positions[None, :] - positions[:, None] + self.max_length)
 
 
-def _relative_shift(scores: torch.Tensor, length: int) -> torch.Tensor:
+def _relative_shift(scores: torch.Tensor, length: int, heads: int) -> torch.Tensor:
     # scores[..., i, c] holds distance c - (length - 1); out[..., i, j] = scores[..., i, j - i + length - 1]
+    if scores.dim() == 3:  # unbatched (heads, T, 2T - 1): reshapes to constant sizes, one slice bound from T
+        flat = scores.reshape(heads, -1)[:, length - 1:-1]
+        return flat.reshape(heads, length, -1)[:, :, :length]
     flat = scores.flatten(-2)[..., length - 1:length - 1 + length * (2 * length - 2)]
     return flat.unflatten(-1, (length, 2 * length - 2))[..., :length]
 
 
-def _relative_unshift(probs: torch.Tensor, length: int) -> torch.Tensor:
+def _relative_unshift(probs: torch.Tensor, length: int, heads: int) -> torch.Tensor:
     # inverse of _relative_shift: (..., T, T) -> (..., T, 2T - 1) with zeros where no key sits
+    if probs.dim() == 3:
+        flat = F.pad(F.pad(probs, (0, length - 2)).reshape(heads, -1), (length - 1, 1))
+        return flat.reshape(heads, length, -1)
     flat = F.pad(F.pad(probs, (0, length - 2)).flatten(-2), (length - 1, 1))
     return flat.unflatten(-1, (length, 2 * length - 1))
 
@@ -156,35 +162,44 @@ class MultiHeadSelfAttentionWithRelativePosition(nn.Module):
             if inner:
                 nn.init.xavier_uniform_(linear.weight)
 
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., T, heads * head) -> (..., T, heads, head); unbatched (T, ...) input reshapes to constant sizes,
+        which the exported window graph (hidden states without a batch axis) needs no shape arithmetic for."""
+        if x.dim() == 2:
+            return x.reshape(-1, self.num_heads, self.head_size)
+        return x.unflatten(-1, (self.num_heads, self.head_size))
+
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (self.num_heads, self.head_size)).transpose(1, 2)
+        return self._split(x).transpose(-3, -2)
 
     def forward(self, hidden: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden (B, T, H), or unbatched (T, H) without a mask -> the same shape."""
         if self.num_heads == 0:  # every head trimmed away: what is left is linear_out's bias
-            return self.linear_out.bias.expand(hidden.shape[0], hidden.shape[1], -1)
-        length = hidden.shape[1]
-        query = self.linear_q(hidden).unflatten(-1, (self.num_heads, self.head_size))
-        query_content = (query + self.query_bias1).transpose(1, 2)
-        query_position = (query + self.query_bias2).transpose(1, 2)
+            return self.linear_out.bias.expand(*hidden.shape[:-1], -1)
+        length = hidden.shape[-2]
+        query = self._split(self.linear_q(hidden))
+        query_content = (query + self.query_bias1).transpose(-3, -2)
+        query_position = (query + self.query_bias2).transpose(-3, -2)
         key, value = self._heads(self.linear_k(hidden)), self._heads(self.linear_v(hidden))
 
         gather = self.position_mode == "gather" or length < 2
         if gather:
-            position_scores = torch.einsum("bhid,ijd->bhij", query_position,
+            position_scores = torch.einsum("...hid,ijd->...hij", query_position,
                                            self.relative_position_k.gathered(length))
         else:
             position_scores = _relative_shift(
-                query_position @ self.relative_position_k.table(length).t(), length)
+                query_position @ self.relative_position_k.table(length).t(), length, self.num_heads)
         scores = (query_content @ key.transpose(-1, -2) + position_scores) / math.sqrt(self.head_size)
         if key_mask is not None:
             scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
         probs = self.dropout(torch.softmax(scores, dim=-1))
 
         if gather:
-            position_values = torch.einsum("bhij,ijd->bhid", probs, self.relative_position_v.gathered(length))
+            position_values = torch.einsum("...hij,ijd->...hid", probs, self.relative_position_v.gathered(length))
         else:
-            position_values = _relative_unshift(probs, length) @ self.relative_position_v.table(length)
-        out = (probs @ value + position_values).transpose(1, 2).flatten(2)
+            position_values = _relative_unshift(probs, length, self.num_heads) @ self.relative_position_v.table(length)
+        out = (probs @ value + position_values).transpose(-3, -2)
+        out = out.reshape(-1, self.num_heads * self.head_size) if hidden.dim() == 2 else out.flatten(-2)
         return self.linear_out(out)
 
 
@@ -200,7 +215,7 @@ class FeedForward(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.intermediate_dense.out_features == 0:  # every channel trimmed away: output_dense's bias
-            return self.output_dense.bias.expand(hidden.shape[0], hidden.shape[1], -1)
+            return self.output_dense.bias.expand(*hidden.shape[:-1], -1)
         hidden = self.intermediate_act_fn(self.intermediate_dense(self.layer_norm(hidden)))
         return self.output_dropout(self.output_dense(self.intermediate_dropout(hidden)))
 

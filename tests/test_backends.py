@@ -4,6 +4,7 @@ import importlib.abc
 import importlib.util
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
@@ -266,3 +267,16 @@ def test_graph_tensor_names_are_typed_once_in_the_schema():
     assert len(names) == 6
     for path in ("export/graphs.py", "export/formats.py", "hear_edge/inference.py"):
         assert not names & _literals(REPO_ROOT / path), path
+
+
+def test_onnx_sessions_share_one_arena_unless_told_not_to_and_answer_the_same(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from hear_edge.signals import synthetic_clip
+
+    wave = synthetic_clip(2.0, seed=3)
+    shared = HearEdge.load(backend="onnx", precision="int8", num_threads=1)
+    monkeypatch.setenv("HEAR_EDGE_ORT_ARENA", "0")
+    alone = HearEdge.load(backend="onnx", precision="int8", num_threads=1)
+    assert shared.engine.window_graph._run_options is not None  # shrunk after each run
+    assert alone.engine.window_graph._run_options is None
+    np.testing.assert_array_equal(shared.classify(wave, 16000).logits, alone.classify(wave, 16000).logits)

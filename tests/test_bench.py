@@ -143,3 +143,21 @@ def test_package_versions_lists_the_installed_ones_in_order():
     from hear_edge.host import package_versions
 
     assert package_versions(("no-such-distribution-here", "numpy")) == {"numpy": np.__version__}
+
+
+def test_op_profile_sums_onnxruntimes_kernel_times_by_op_type():
+    pytest.importorskip("onnxruntime")
+    from hear_edge import HearEdge
+    from hear_edge.bench import op_profile
+    from hear_edge.signals import synthetic_clip
+
+    model = HearEdge.load(backend="onnx", precision="int8", num_threads=1)  # the shipped bundle
+    profile = op_profile(model, synthetic_clip(7.0, seed=100), calls=2)  # 350 frames: two windows
+    assert set(profile) == {"acoustic_window", "task"}
+    window, task = profile["acoustic_window"], profile["task"]
+    assert window["windows_per_call"] == 2 and task["windows_per_call"] == 1
+    for graph in (window, task):
+        assert graph["nodes_per_window"] > 10 and graph["kernels_ms_per_call"] > 0
+        assert graph["kernels_ms_per_call"] == pytest.approx(sum(graph["by_op_type_ms"].values()), rel=1e-3)
+        assert list(graph["by_op_type_ms"].values()) == sorted(graph["by_op_type_ms"].values(), reverse=True)
+    assert "DynamicQuantizeMatMul" in window["by_op_type_ms"] and "Softmax" in window["by_op_type_ms"]

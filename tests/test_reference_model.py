@@ -191,6 +191,22 @@ def test_skew_relative_attention_equals_the_official_gather(length, valid):
     assert (skew - gather).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("length", [1, 2, 3, 50, 300])
+@pytest.mark.parametrize("mode", ["skew", "gather"])
+def test_unbatched_attention_equals_the_batched_one(length, mode):
+    # The exported window graph runs unbatched (frames, hidden) states; the reference runs (B, T, H).
+    torch.manual_seed(1)
+    attention = MultiHeadSelfAttentionWithRelativePosition(32, 4, 0.0, 300).eval()
+    attention.position_mode = mode
+    with torch.no_grad():
+        for p in attention.parameters():
+            p.normal_(0, 0.5)
+        hidden = torch.randn(1, length, 32)
+        batched, unbatched = attention(hidden, None)[0], attention(hidden[0], None)
+    assert unbatched.shape == (length, 32)
+    assert (batched - unbatched).abs().max() <= 1e-5
+
+
 def test_batched_forward_equals_single_clips():
     model = load_checkpoint(TINY_GOLDEN / "state_dict.pt")
     wav = _load("odd_17s")["wav"]
