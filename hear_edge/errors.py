@@ -45,3 +45,7 @@ class ParityError(HearEdgeError):
 
 class BackendUnavailableError(HearEdgeError, ImportError):
     """A runtime backend whose package is not installed."""
+
+
+class TeacherUnavailableError(BackendUnavailableError):
+    """A fine-tuning teacher whose extra is not installed (`pip install "hear-edge[teacher]"`)."""
