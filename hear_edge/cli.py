@@ -264,6 +264,22 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _teacher_frames(args: argparse.Namespace) -> int:
+    from .teacher import TeacherCache, cache_teacher_frames, load_teacher
+    from .training import read_labelled_folders
+
+    root = Path(args.data_dir)
+    folders = [root / "train", root / "val"] if (root / "train").is_dir() and (root / "val").is_dir() else [root]
+    clips = [clip for folder in folders for clip in read_labelled_folders(folder).clips]
+    cache = TeacherCache(args.cache)
+    teacher = load_teacher(args.teacher)
+    before = sum(1 for _ in cache.folder.rglob("*.npy")) if cache.folder.is_dir() else 0
+    keys = cache_teacher_frames(clips, teacher, cache, progress=True)
+    after = sum(1 for _ in cache.folder.rglob("*.npy"))
+    print(f"{len(keys)} clips: {after - before} encoded, {len(set(keys)) - (after - before)} already cached -> {cache.folder}")
+    return 0
+
+
 def _trim(args: argparse.Namespace) -> int:
     from .trim import trim
 
@@ -425,6 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint-dir")
     tune.add_argument("--max-steps", type=int, help="stop after this many steps in all (resume later)")
     tune.set_defaults(run=_finetune, default_verbose=True)
+
+    frames = add_command("teacher-frames", help="cache a teacher's frames of every clip of a data folder, "
+                                                 "before finetune --teacher (in its own process)")
+    frames.add_argument("data_dir", help="the folder finetune will read")
+    frames.add_argument("--teacher", default="whisper-tiny.en", choices=["whisper-tiny.en"],
+                        help='the teacher (needs pip install "hear-edge[teacher]")')
+    frames.add_argument("--cache", required=True, help="the folder finetune's --teacher-cache will name")
+    frames.set_defaults(run=_teacher_frames, default_verbose=True)
 
     trim = add_command("trim", help="learn which heads and FFN channels a task needs and cut the "
                                             "rest (needs torch)")

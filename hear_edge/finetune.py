@@ -143,6 +143,7 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
             raise InvalidArgumentError(f"teacher_loss must be one of {list(TEACHER_LOSSES)}, got {teacher_loss!r}.")
         if not teacher_weight > 0:
             raise InvalidArgumentError(f"teacher_weight must be > 0, got {teacher_weight!r}.")
+        named_teacher = isinstance(teacher, str)
         teacher = load_teacher(teacher)  # before reading data: a missing extra fails at once
     device, train_data, val_data = start_run(seed, device, data_dir, train_data, val_data, val_fraction)
     precision = resolve_precision(precision, device)
@@ -157,6 +158,8 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
     if teacher is not None:
         regulariser = _TeacherRegulariser(model, teacher, teacher_layer, teacher_loss, train_data,
                                           teacher_cache or output.parent / "teacher-cache", progress, device)
+        if named_teacher:
+            teacher.close()  # the training steps run alone
     trainable = [p for p in model.parameters() if p.requires_grad]
     if regulariser is not None:
         trainable += list(regulariser.projection.parameters())

