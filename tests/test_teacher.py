@@ -233,3 +233,17 @@ def test_cli_teacher_frames_then_finetune_with_the_real_teacher(tones, tmp_path,
                    str(cache), "--teacher-layer", "0"])
     assert status == 0 and ", teacher loss " in capsys.readouterr().out
     assert sorted(cache.rglob("*.npy")) == files  # the training clips were all cached already
+
+
+@pytest.mark.slow
+def test_a_resumed_teacher_run_ends_with_the_weights_of_an_uninterrupted_one(tones, tmp_path):
+    run = dict(config=_tiny_config(), teacher=MelTeacher(), teacher_cache=tmp_path / "cache", epochs=1, batch_size=8,
+               seed=8, device="cpu", progress=False, precision="fp32")
+    whole = finetune(tones, tmp_path / "whole.pt", checkpoint_dir=tmp_path / "whole", **run)
+    cut = finetune(tones, tmp_path / "cut.pt", checkpoint_dir=tmp_path / "cut", max_steps=1, **run)
+    assert not cut.finished
+    resumed = finetune(tones, tmp_path / "cut.pt", checkpoint_dir=tmp_path / "cut", resume=True, **run)
+    assert resumed.history[0]["teacher_loss"] == whole.history[0]["teacher_loss"]
+    last = [torch.load(tmp_path / d / "last.pt", weights_only=True) for d in ("whole", "cut")]
+    for part in ("model", "projection"):
+        assert all(torch.equal(last[0][part][k], last[1][part][k]) for k in last[0][part]), part
