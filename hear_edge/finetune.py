@@ -25,6 +25,9 @@ logger = logging.getLogger("hear_edge")
 
 @dataclass
 class FinetuneResult:
+    """What a run wrote and how it went. `finished` is False when max_steps stopped it (the run state
+    in `run_state`, when there is one, continues it); `precision` is the one the steps ran in."""
+
     checkpoint: Path
     labels_file: Path
     config_file: Path

@@ -247,3 +247,13 @@ def test_a_resumed_teacher_run_ends_with_the_weights_of_an_uninterrupted_one(ton
     last = [torch.load(tmp_path / d / "last.pt", weights_only=True) for d in ("whole", "cut")]
     for part in ("model", "projection"):
         assert all(torch.equal(last[0][part][k], last[1][part][k]) for k in last[0][part]), part
+
+
+def test_a_teacher_refuses_clips_longer_than_one_acoustic_window(tmp_path):
+    rng = np.random.default_rng(9)
+    clips = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (16000, 7 * 16000)]
+    data = LabelledAudio(["a", "b"], clips, [0, 1], ["a/short.wav", "b/long.wav"])
+    with pytest.raises(InvalidArgumentError, match=r"must fit one Acoustic Model window \(300 frames, 6 s\); 1 are "
+                                                   r"longer, e.g. b/long.wav"):
+        finetune(None, tmp_path / "m.pt", config=_tiny_config(2), teacher=MelTeacher(), train_data=data,
+                 val_data=data, device="cpu", progress=False)
