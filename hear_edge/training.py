@@ -7,7 +7,6 @@ import functools
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,8 +185,7 @@ def save_run_state(path: Path, state: dict) -> None:
     leaves the previous checkpoint whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(handle)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(state, temporary)
         os.replace(temporary, path)
