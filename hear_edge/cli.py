@@ -239,7 +239,16 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passive_openmp() -> None:
+    """Training threads that sleep while they wait: on a shared 2-core host, torch's OpenMP threads
+    spinning at their barriers made a bf16 step 4-10x slower (benchmarks/train_step.py). Read when
+    torch loads, so only before it is imported; an OMP_WAIT_POLICY the user set wins."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _finetune(args: argparse.Namespace) -> int:
+    _passive_openmp()
     from .finetune import finetune
 
     result = finetune(args.data_dir, args.output, init=args.init, config=args.config,
@@ -281,6 +290,7 @@ def _teacher_frames(args: argparse.Namespace) -> int:
 
 
 def _trim(args: argparse.Namespace) -> int:
+    _passive_openmp()
     from .trim import trim
 
     result = trim(args.checkpoint, args.data, args.output, target_sparsity=args.target_sparsity,
