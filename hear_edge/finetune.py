@@ -101,7 +101,9 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
             `teacher_cache` (default: `teacher-cache/` beside `output`). Clips must be at most one
             Acoustic Model window (6 s). The projection is not part of the written checkpoint.
         precision: "auto" (bf16 autocast where the CPU has AMX or AVX-512 BF16, fp32 elsewhere),
-            "bf16" or "fp32". Weights and optimizer state stay fp32 either way.
+            "bf16" or "fp32". Weights and optimizer state stay fp32 either way. On a shared CPU set
+            OMP_WAIT_POLICY=PASSIVE before torch is imported (`hear-edge finetune` does): spinning
+            OpenMP threads made steps 3.6-6x slower on a busy 2-core host.
         checkpoint_dir: a folder for the run's state (model, projection, optimizer, schedule, random
             generators, epoch and step), written atomically at each epoch's end and every
             `checkpoint_every` steps, so `resume=True` continues it, in a later session too.
