@@ -4,8 +4,8 @@ import logging
 
 from .classifier import Category, ClassificationResult, Embeddings, HearEdge
 from .errors import (AudioDeviceError, AudioTooShortError, BackendUnavailableError, BundleError, CheckpointError,
-                     ClipTooLongError, ConfigError, HearEdgeError, InvalidArgumentError, InvalidAudioError, LabelError,
-                     ParityError, SelfTestError)
+                     ClipTooLongError, ConfigError, DataFolderError, HearEdgeError, InferenceError, InvalidArgumentError,
+                     InvalidAudioError, LabelError, ParityError, SelfTestError, TeacherUnavailableError)
 from .frontend import compute_features
 from .streaming import ClassificationStream
 
@@ -16,4 +16,5 @@ logging.getLogger("hear_edge").addHandler(logging.NullHandler())
 __all__ = ["HearEdge", "ClassificationResult", "ClassificationStream", "Category", "Embeddings", "compute_features",
            "HearEdgeError", "InvalidAudioError", "AudioTooShortError", "ClipTooLongError", "InvalidArgumentError",
            "CheckpointError", "ConfigError", "BundleError", "LabelError", "ParityError", "BackendUnavailableError",
-           "SelfTestError", "AudioDeviceError", "__version__"]
+           "SelfTestError", "AudioDeviceError", "InferenceError", "DataFolderError",
+           "TeacherUnavailableError", "__version__"]

@@ -321,23 +321,58 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passive_openmp() -> None:
+    """Training threads that sleep while they wait: on a shared 2-core host, torch's OpenMP threads
+    spinning at their barriers made a bf16 step 4-10x slower (benchmarks/train_step.py). Read when
+    torch loads, so only before it is imported; an OMP_WAIT_POLICY the user set wins."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _finetune(args: argparse.Namespace) -> int:
+    _passive_openmp()
     from .finetune import finetune
 
     result = finetune(args.data_dir, args.output, init=args.init, config=args.config,
                       freeze_acoustic=args.freeze_acoustic, epochs=args.epochs, seed=args.seed,
                       batch_size=args.batch_size, learning_rate=args.lr, device=args.device,
                       spec_augment=args.spec_augment, speed_range=tuple(args.speed_range) if args.speed_range else None,
-                      frequency_warp=args.frequency_warp)
+                      frequency_warp=args.frequency_warp, teacher=args.teacher, teacher_weight=args.teacher_weight,
+                      teacher_layer=args.teacher_layer, teacher_loss=args.teacher_loss,
+                      teacher_cache=args.teacher_cache, precision=args.precision,
+                      checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
+                      resume=args.resume, max_steps=args.max_steps)
     for h in result.history:
-        print(f"epoch {h['epoch']}: train loss {h['train_loss']:.4f}, validation accuracy {h['val_accuracy']:.4f}")
+        teacher = f", teacher loss {h['teacher_loss']:.4f}" if "teacher_loss" in h else ""
+        print(f"epoch {h['epoch']}: train loss {h['train_loss']:.4f}{teacher}, "
+              f"validation accuracy {h['val_accuracy']:.4f}")
+    if not result.finished:
+        print(f"stopped after {result.steps} steps; continue with the same command and --resume"
+              if result.run_state else f"stopped after {result.steps} steps")
     print(f"best epoch {result.best_epoch} ({result.best_val_accuracy:.4f}) -> {result.checkpoint}")
     print(f"export it with: hear-edge export {result.checkpoint} -o {Path(result.checkpoint).with_suffix('.hearedge')}"
           f" --config {result.config_file} --labels {result.labels_file}")
     return 0
 
 
+def _teacher_frames(args: argparse.Namespace) -> int:
+    from .teacher import TeacherCache, cache_teacher_frames, load_teacher
+    from .training import read_labelled_folders
+
+    root = Path(args.data_dir)
+    folders = [root / "train", root / "val"] if (root / "train").is_dir() and (root / "val").is_dir() else [root]
+    clips = [clip for folder in folders for clip in read_labelled_folders(folder).clips]
+    cache = TeacherCache(args.cache)
+    teacher = load_teacher(args.teacher)
+    before = sum(1 for _ in cache.folder.rglob("*.npy")) if cache.folder.is_dir() else 0
+    keys = cache_teacher_frames(clips, teacher, cache, progress=True)
+    after = sum(1 for _ in cache.folder.rglob("*.npy"))
+    print(f"{len(keys)} clips: {after - before} encoded, {len(set(keys)) - (after - before)} already cached -> {cache.folder}")
+    return 0
+
+
 def _trim(args: argparse.Namespace) -> int:
+    _passive_openmp()
     from .trim import trim
 
     result = trim(args.checkpoint, args.data, args.output, target_sparsity=args.target_sparsity,
@@ -495,7 +530,33 @@ def build_parser() -> argparse.ArgumentParser:
                       help="play each training clip at a random speed in this range, e.g. 0.8 1.25")
     tune.add_argument("--frequency-warp", type=float, metavar="FRACTION",
                       help="move each training clip's spectrum by a random factor in 1 +- FRACTION, e.g. 0.12")
+    tune.add_argument("--teacher", choices=["whisper-tiny.en"],
+                      help="pull a projection of one Acoustic Model layer towards this frozen teacher's frames "
+                           '(needs pip install "hear-edge[teacher]")')
+    tune.add_argument("--teacher-weight", type=float, default=1.0, help="weight of the teacher loss (default 1)")
+    tune.add_argument("--teacher-layer", type=int, default=-1,
+                      help="Acoustic Model layer the teacher regularises (default -1, the last)")
+    tune.add_argument("--teacher-loss", default="cosine", choices=["cosine", "mse"],
+                      help="1 - cosine per frame (default) or CAT's squared error / sqrt(width)")
+    tune.add_argument("--teacher-cache", help="folder of the teacher's cached frames (default: teacher-cache/ "
+                                              "beside the output)")
+    tune.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                      help="auto: bf16 autocast where the CPU has AMX or AVX-512 BF16, else fp32 (default auto)")
+    tune.add_argument("--checkpoint-dir", help="folder for the run's state (model, optimizer, schedule, random "
+                                               "generators, step), written at each epoch's end; keep it in an "
+                                               "ignored folder such as out/")
+    tune.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="also write the run's state every STEPS steps")
+    tune.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint-dir")
+    tune.add_argument("--max-steps", type=int, help="stop after this many steps in all (resume later)")
     tune.set_defaults(run=_finetune, default_verbose=True)
+
+    frames = add_command("teacher-frames", help="cache a teacher's frames of every clip of a data folder, "
+                                                 "before finetune --teacher (in its own process)")
+    frames.add_argument("data_dir", help="the folder finetune will read")
+    frames.add_argument("--teacher", default="whisper-tiny.en", choices=["whisper-tiny.en"],
+                        help='the teacher (needs pip install "hear-edge[teacher]")')
+    frames.add_argument("--cache", required=True, help="the folder finetune's --teacher-cache will name")
+    frames.set_defaults(run=_teacher_frames, default_verbose=True)
 
     trim = add_command("trim", help="learn which heads and FFN channels a task needs and cut the "
                                             "rest (needs torch)")

@@ -61,3 +61,7 @@ class AudioDeviceError(HearEdgeError):
 
 class SelfTestError(HearEdgeError, RuntimeError):
     """A graph whose answer to its probe input, on the runtime here, is off beyond its precision's tolerance."""
+
+
+class TeacherUnavailableError(BackendUnavailableError):
+    """A fine-tuning teacher whose extra is not installed (`pip install "hear-edge[teacher]"`)."""

@@ -31,6 +31,12 @@ def cpu_model_and_flags() -> tuple[str, tuple[str, ...]]:
     return model or platform.processor(), flags
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX tiles or AVX-512 BF16): where bf16 autocast
+    trains about 3.5x faster than fp32; elsewhere it is emulated and slower."""
+    return any(flag in cpu_model_and_flags()[1] for flag in ("amx_bf16", "avx512_bf16"))
+
+
 def host_cpu() -> dict:
     """{"machine", "model", "flags"} of this host; flags limited to the ones int8 kernels care about."""
     model, flags = cpu_model_and_flags()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,9 @@ import torch.nn.functional as F
 
 from .audio import AUDIO_SUFFIXES, load_input
 from .config import HearConfig
-from .errors import DataFolderError
+from .errors import DataFolderError, InvalidArgumentError
 from .frontend import mel_filterbank
+from .host import cpu_has_bf16
 from .model import FRONTEND, HEAR
 
 
@@ -107,14 +109,23 @@ def start_run(seed: int, device: str, data_dir, train_data: LabelledAudio | None
 def epoch_batches(count: int, rng: np.random.Generator, batch_size: int, description: str, progress: bool):
     """One epoch's shuffled batches of clip indices, behind a progress bar when tqdm is installed.
     A last batch of one clip is dropped: BatchNorm needs two."""
+    return progress_bar(shuffled_batches(count, rng, batch_size), description, progress)
+
+
+def shuffled_batches(count: int, rng: np.random.Generator, batch_size: int) -> list[np.ndarray]:
+    """One epoch's batches of clip indices in a random order; a last batch of one clip is dropped."""
     order = rng.permutation(count)
     batches = [order[start:start + batch_size] for start in range(0, count, batch_size)]
-    batches = [picked for picked in batches if len(picked) >= 2]
+    return [picked for picked in batches if len(picked) >= 2]
+
+
+def progress_bar(items, description: str, progress: bool):
+    """`items` behind a tqdm bar when tqdm is installed."""
     try:
         from tqdm import tqdm
     except ImportError:
-        return batches
-    return tqdm(batches, desc=description, disable=not progress, leave=False)
+        return items
+    return tqdm(items, desc=description, disable=not progress, leave=False)
 
 
 def batch_logits(model: HEAR, clips: list[torch.Tensor], spec_augment: torch.Generator | None = None,
@@ -125,17 +136,8 @@ def batch_logits(model: HEAR, clips: list[torch.Tensor], spec_augment: torch.Gen
     is preprocessed alone (or together, when no padding is needed) and only the features are
     padded, which the model then masks.
     """
-    if len({clip.shape[0] for clip in clips}) == 1:
-        waveform = torch.stack(clips)[:, None]
-        log_mel, num_frames, log_power = model.preprocessor(
-            waveform, torch.full((len(clips),), clips[0].shape[0], device=waveform.device))
-    else:
-        features = [model.preprocessor(clip[None, None], torch.tensor([clip.shape[0]], device=clip.device))
-                    for clip in clips]
-        frames = max(f[0].shape[-1] for f in features)
-        log_mel = torch.stack([F.pad(f[0][0], (0, frames - f[0].shape[-1])) for f in features])
-        log_power = torch.stack([F.pad(f[2][0], (0, frames - f[2].shape[-1])) for f in features])
-        num_frames = torch.cat([f[1] for f in features])
+    with torch.autocast(clips[0].device.type, enabled=False):  # features in fp32 under bf16 training
+        log_mel, num_frames, log_power = _batch_features(model, clips)
     if warp_factors is not None:
         mel_hz, power_hz = _bin_centres_hz(model.preprocessor.n_fft)
         log_mel = _warp_frequency(log_mel, warp_factors, mel_hz)
@@ -144,6 +146,66 @@ def batch_logits(model: HEAR, clips: list[torch.Tensor], spec_augment: torch.Gen
         log_mel, log_power = _spec_augment(log_mel, log_power, spec_augment)
     hidden, lengths = model.forward_features(log_mel, log_power, num_frames)
     return model.decoder(hidden, lengths)
+
+
+def _batch_features(model: HEAR, clips: list[torch.Tensor]):
+    if len({clip.shape[0] for clip in clips}) == 1:
+        waveform = torch.stack(clips)[:, None]
+        return model.preprocessor(waveform, torch.full((len(clips),), clips[0].shape[0], device=waveform.device))
+    features = [model.preprocessor(clip[None, None], torch.tensor([clip.shape[0]], device=clip.device))
+                for clip in clips]
+    frames = max(f[0].shape[-1] for f in features)
+    log_mel = torch.stack([F.pad(f[0][0], (0, frames - f[0].shape[-1])) for f in features])
+    log_power = torch.stack([F.pad(f[2][0], (0, frames - f[2].shape[-1])) for f in features])
+    return log_mel, torch.cat([f[1] for f in features]), log_power
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"bf16" or "fp32" for a run: "auto" is bf16 autocast where the hardware computes bfloat16
+    (a CPU with AMX or AVX-512 BF16, a GPU that supports it), fp32 elsewhere; the others force it."""
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}.")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """The context a training step's forward runs in: bf16 autocast, or nothing (fp32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def save_run_state(path: Path, state: dict) -> None:
+    """torch.save into a temporary file beside `path`, then rename: a run killed while writing
+    leaves the previous checkpoint whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def rng_states(rng: np.random.Generator, generator: torch.Generator) -> dict:
+    """Every random state a run draws from: numpy's run generator, the spec-augment generator,
+    torch's global one (dropout) and Python's."""
+    return {"numpy": rng.bit_generator.state, "generator": generator.get_state(),
+            "torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def restore_rng_states(states: dict, rng: np.random.Generator, generator: torch.Generator) -> None:
+    rng.bit_generator.state = states["numpy"]
+    generator.set_state(states["generator"])
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
 
 
 def _spec_augment(log_mel: torch.Tensor, log_power: torch.Tensor, generator: torch.Generator):

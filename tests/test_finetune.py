@@ -195,3 +195,63 @@ def test_a_missing_or_thin_data_folder_is_a_data_folder_error(tmp_path):
     (tmp_path / "only").mkdir()
     with pytest.raises(DataFolderError, match=r"needs at least two label folders .* found 1"):
         read_labelled_folders(tmp_path)
+
+
+def _run_weights(result):
+    return torch.load(result.checkpoint, weights_only=True)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tone_set, tmp_path):
+    config = json.loads((TINY_GOLDEN / "config.json").read_text())
+    run = dict(config=config, epochs=2, batch_size=8, seed=6, device="cpu", progress=False, spec_augment=True,
+               frequency_warp=0.1, precision="fp32")
+    whole = finetune(tone_set, tmp_path / "whole.pt", checkpoint_dir=tmp_path / "whole", **run)
+    # Stopped mid-epoch 1 (4 steps an epoch), after a state written at step 2 and at the stop.
+    cut = finetune(tone_set, tmp_path / "cut.pt", checkpoint_dir=tmp_path / "cut", checkpoint_every=2, max_steps=3,
+                   **run)
+    assert not cut.finished and cut.steps == 3 and cut.history == []
+    resumed = finetune(tone_set, tmp_path / "cut.pt", checkpoint_dir=tmp_path / "cut", resume=True, **run)
+    assert resumed.finished and resumed.steps == whole.steps == 8
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+    a, b = _run_weights(whole), _run_weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    last_a, last_b = (torch.load(tmp_path / d / "last.pt", weights_only=True) for d in ("whole", "cut"))
+    assert all(torch.equal(last_a["model"][k], last_b["model"][k]) for k in last_a["model"])
+    assert last_a["epoch"] == last_b["epoch"] == 3 and not list((tmp_path / "cut").glob("*.tmp"))
+
+
+def test_resume_refuses_another_runs_settings_and_a_missing_state(tone_set, tmp_path):
+    config = json.loads((TINY_GOLDEN / "config.json").read_text())
+    with pytest.raises(InvalidArgumentError, match="resume: .*last.pt does not exist; start the run without resume"):
+        finetune(tone_set, tmp_path / "m.pt", config=config, checkpoint_dir=tmp_path / "run", resume=True,
+                 device="cpu", progress=False)
+    finetune(tone_set, tmp_path / "m.pt", config=config, checkpoint_dir=tmp_path / "run", max_steps=1, batch_size=8,
+             device="cpu", progress=False)
+    with pytest.raises(InvalidArgumentError, match=r"saved by a run with other settings \(batch_size: 8 there, 16 now"):
+        finetune(tone_set, tmp_path / "m.pt", config=config, checkpoint_dir=tmp_path / "run", resume=True,
+                 batch_size=16, device="cpu", progress=False)
+
+
+def test_precision_auto_follows_the_cpu_flags_and_the_others_force_it(monkeypatch):
+    from hear_edge import training
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
+    assert training.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
+    assert training.resolve_precision("auto", cpu) == "fp32"
+    assert training.resolve_precision("bf16", cpu) == "bf16" and training.resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(InvalidArgumentError, match=r"precision must be one of \['auto', 'bf16', 'fp32'\], got 'fp16'"):
+        training.resolve_precision("fp16", cpu)
+
+
+@pytest.mark.slow
+def test_bf16_training_is_deterministic_and_keeps_fp32_weights(tone_set, tmp_path):
+    config = json.loads((TINY_GOLDEN / "config.json").read_text())
+    runs = [finetune(tone_set, tmp_path / f"{i}.pt", config=config, epochs=1, batch_size=8, seed=3, device="cpu",
+                     progress=False, precision="bf16") for i in range(2)]
+    assert runs[0].precision == "bf16"
+    first, second = (_run_weights(r) for r in runs)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert {v.dtype for k, v in first.items() if v.is_floating_point()} == {torch.float32}

@@ -38,7 +38,7 @@ def test_the_public_surface_exports_errors_stream_and_types():
 
     assert all(hasattr(hear_edge, name) for name in hear_edge.__all__)
     errors = [getattr(hear_edge, n) for n in hear_edge.__all__ if n.endswith("Error")]
-    assert len(errors) == 13 and all(issubclass(e, hear_edge.HearEdgeError) for e in errors)
+    assert len(errors) == 16 and all(issubclass(e, hear_edge.HearEdgeError) for e in errors)
     assert (importlib.resources.files("hear_edge") / "py.typed").is_file()
     model = hear_edge.HearEdge.load(REPO_ROOT / "tests" / "data" / "tiny-golden.hearedge", precision="fp32")
     stream = model.create_stream(hop_seconds=0.5, context_seconds=0.5)
