@@ -1367,7 +1367,10 @@ def _read_csv(path: Path) -> list:
 class _Pool:
     def __init__(self, words_dir: Path, noise_dir: Path):
         self.words_dir, self.noise_dir = words_dir, noise_dir
-        self.utts = _read_csv(words_dir / "utterances.csv")
+        from teacher_check import dropped_paths  # renderings the teacher heard as another word
+
+        dropped = dropped_paths(words_dir)
+        self.utts = [u for u in _read_csv(words_dir / "utterances.csv") if u["path"] not in dropped]
         for u in self.utts:  # recompute: the split rule in this file is authoritative
             u["split"] = split_of_speaker(u["speaker"])
         self.noises = _read_csv(noise_dir / "noises.csv") if (noise_dir / "noises.csv").exists() \
@@ -1688,7 +1691,14 @@ def split_report(words_dir=None, noise_dir=None) -> dict:
 # 6. CLI
 # --------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="kws.py", description=__doc__.split("\n")[0])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("queen", "teacher-check"):  # real speech (amazon_queen.py), teacher_check.py
+        import amazon_queen
+        import teacher_check
+        return (amazon_queen if argv[0] == "queen" else teacher_check).main(argv[1:])
+    ap = argparse.ArgumentParser(prog="kws.py", description=__doc__.split("\n")[0],
+                                 epilog="kws.py queen {extract,transcribe,cut} ...: real speech; "
+                                        "kws.py teacher-check WORDS_DIR: the teacher checks the renderings")
     sub = ap.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("synth", help="render clean words")
     a.add_argument("words_dir")
