@@ -199,8 +199,10 @@ def test_keyword_cuts_are_confirmed_by_the_teacher_and_split_by_character(extrac
     speakers = [set(first["speakers"][s]) for s in kws.SPLITS]
     assert all(not (a & b) for i, a in enumerate(speakers) for b in speakers[i + 1:])
     # the same seed gives the same files; another seed other _unknown_ windows
-    shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns("cuts"))
-    assert aq.cut(tmp_path / "b", teacher, seed=0) == first
+    shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns("cuts", "cuts.csv"))
+    assert aq.cut(tmp_path / "b", teacher, seed=0) == first  # the teacher heard the same again
+    assert aq.cut(tmp_path / "a", teacher, seed=0) == first  # what it heard before, reused
+    assert (tmp_path / "a" / "cuts.csv").read_text() == (tmp_path / "b" / "cuts.csv").read_text()
     assert _digest(tmp_path / "a" / "cuts", "*.wav") == _digest(tmp_path / "b" / "cuts", "*.wav")
     aq.cut(tmp_path / "b", teacher, seed=1)
     assert _digest(tmp_path / "a" / "cuts", "*.wav") != _digest(tmp_path / "b" / "cuts", "*.wav")

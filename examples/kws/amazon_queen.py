@@ -280,8 +280,13 @@ def confirm_cut(teacher, cut: np.ndarray, keyword: str) -> tuple:
     """The teacher re-transcribes the 1 s cut alone: kept when it hears the keyword and no other one.
     Returns (kept, what it heard)."""
     heard = teacher.text(cut)
+    return confirmed(heard, keyword), heard
+
+
+def confirmed(heard: str, keyword: str) -> bool:
+    """The cut's rule: the teacher heard the keyword and no other keyword."""
     found = keywords_in(heard.split())
-    return (keyword in found and set(found) == {keyword}), heard
+    return keyword in found and set(found) == {keyword}
 
 
 def _window(x: np.ndarray, start: int, n: int = kws.CLIP) -> np.ndarray:
@@ -308,6 +313,10 @@ def cut(out_dir, teacher, seed: int = 0) -> dict:
     clips = {r["path"]: r for r in kws._read_csv(out_dir / "clips.csv")}
     transcripts = _read_transcripts(out_dir / "transcripts.jsonl")
     cuts_dir = out_dir / "cuts"
+    # the teacher is deterministic: what it heard in an earlier run's cut is reused, not recomputed
+    heard_before = {(r["source"], r["word"], r["start_s"]): r["heard"]
+                    for r in (kws._read_csv(out_dir / "cuts.csv") if (out_dir / "cuts.csv").exists() else [])
+                    if r.get("heard") is not None and r.get("reason") in ("", "not_confirmed")}
     if cuts_dir.exists():
         for old in cuts_dir.rglob("*.wav"):
             old.unlink()
@@ -336,7 +345,12 @@ def cut(out_dir, teacher, seed: int = 0) -> dict:
                 rows.append(dict(row, kept=0, reason="long" if length > MAX_KEYWORD_S else "low_prob"))
                 continue
             y = _window(x, start)
-            kept, heard = confirm_cut(teacher, y.astype(np.float32), word)
+            key = (rel, word, f"{round(start / kws.SR, 3)}")
+            if key in heard_before:
+                heard = heard_before[key]
+                kept = confirmed(heard, word)
+            else:
+                kept, heard = confirm_cut(teacher, y.astype(np.float32), word)
             row.update(start_s=round(start / kws.SR, 3), heard=heard, kept=int(kept),
                        reason="" if kept else "not_confirmed")
             if kept:
