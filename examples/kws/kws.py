@@ -908,12 +908,12 @@ class _Renderer:
             idx = by_engine.get(engine, [])
             if not idx:
                 continue
+            if any(is_reserved(jobs[i]["engine"], jobs[i]["voice"]) for i in idx):  # installed or not
+                raise RuntimeError("reserved evaluation voices must never be rendered")
             if not self.available(engine):
                 _log(f"[synth] skipping {engine}: {self.failed.get(engine)}")
                 bar.update(len(idx))
                 continue
-            if any(is_reserved(jobs[i]["engine"], jobs[i]["voice"]) for i in idx):
-                raise RuntimeError("reserved evaluation voices must never be rendered")
             if engine in ("espeak", "flite", "rhvoice"):
                 with ThreadPoolExecutor(self.workers) as ex:
                     for i, r in zip(idx, ex.map(lambda k: self._run_cli(jobs[k]), idx)):

@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import kws  # noqa: E402
-from amazon_queen import keywords_in, normalise  # noqa: E402
+import kws  # noqa: E402  (kws.build imports this module: it needs no more than kws does)
 
 CHECK_CSV = "teacher_check.csv"
 PAD_S = 0.3  # silence around a trimmed rendering, so the teacher hears a word, not a click
@@ -38,6 +37,8 @@ HOMOPHONES = {"no": {"know", "noh"}, "right": {"write", "rite", "wright"}, "go":
 
 def verdict(word: str, heard: str) -> str:
     """'heard', 'other' or 'none' for a rendering of `word` the teacher transcribed as `heard`."""
+    from amazon_queen import keywords_in, normalise
+
     tokens = [normalise(t) for t in heard.split()]
     tokens = [t for t in tokens if t]
     if not tokens:
