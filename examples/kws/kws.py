@@ -908,12 +908,12 @@ class _Renderer:
             idx = by_engine.get(engine, [])
             if not idx:
                 continue
+            if any(is_reserved(jobs[i]["engine"], jobs[i]["voice"]) for i in idx):  # installed or not
+                raise RuntimeError("reserved evaluation voices must never be rendered")
             if not self.available(engine):
                 _log(f"[synth] skipping {engine}: {self.failed.get(engine)}")
                 bar.update(len(idx))
                 continue
-            if any(is_reserved(jobs[i]["engine"], jobs[i]["voice"]) for i in idx):
-                raise RuntimeError("reserved evaluation voices must never be rendered")
             if engine in ("espeak", "flite", "rhvoice"):
                 with ThreadPoolExecutor(self.workers) as ex:
                     for i, r in zip(idx, ex.map(lambda k: self._run_cli(jobs[k]), idx)):
@@ -1367,7 +1367,10 @@ def _read_csv(path: Path) -> list:
 class _Pool:
     def __init__(self, words_dir: Path, noise_dir: Path):
         self.words_dir, self.noise_dir = words_dir, noise_dir
-        self.utts = _read_csv(words_dir / "utterances.csv")
+        from teacher_check import dropped_paths  # renderings the teacher heard as another word
+
+        dropped = dropped_paths(words_dir)
+        self.utts = [u for u in _read_csv(words_dir / "utterances.csv") if u["path"] not in dropped]
         for u in self.utts:  # recompute: the split rule in this file is authoritative
             u["split"] = split_of_speaker(u["speaker"])
         self.noises = _read_csv(noise_dir / "noises.csv") if (noise_dir / "noises.csv").exists() \
@@ -1496,6 +1499,7 @@ STREAM_GAP_S = (0.6, 2.5)      # silence (background only) between words
 STREAM_SNR_DB = (5.0, 20.0)    # word against the background, drawn per word
 STREAM_BED_DB = (-45.0, -25.0)  # background RMS, drawn per background recording
 P_STREAM_KEYWORD = 0.5         # share of words that are keywords (the rest: _unknown_ words)
+P_STREAM_TALK = 0.5            # with real talk (amazon_queen.py): share of _unknown_ words that are its lines
 
 
 def _stream_sources(pool: "_Pool", split: str, engines, clips_dir):
@@ -1523,16 +1527,18 @@ def _stream_sources(pool: "_Pool", split: str, engines, clips_dir):
 
 
 def render_stream(words_dir, noise_dir, split: str = "test", minutes: float = 10.0, seed: int = 0,
-                  engines=None, clips_dir=None):
+                  engines=None, clips_dir=None, talk_dir=None):
     """A long stream: words of `split`'s voices (keywords and _unknown_ words, half each) at random
     gaps over a continuous background of `split`'s noise recordings. Returns (float32 audio at 16 kHz,
     events: every word's start_s, end_s, label, word and speaker). With `clips_dir` (label folders of
     clips, as `build` writes), the words are those clips' active parts (split then picks only the noise,
-    engines is unused). Same inputs + same seed -> the same stream."""
+    engines is unused). With `talk_dir` (`kws.py queen cut` output), half the _unknown_ words are real
+    keyword-free lines of `split`'s characters. Same inputs + same seed -> the same stream."""
     words_dir, noise_dir = Path(words_dir), Path(noise_dir)
     pool = _Pool(words_dir, noise_dir) if clips_dir is None else None
     rng = np.random.default_rng([seed, 7, SPLITS.index(split)])
     by_label = _stream_sources(pool, split, engines, clips_dir)
+    talk = __import__("amazon_queen").talk_sources(talk_dir, split) if talk_dir else []
     missing = [w for w in KEYWORDS + [UNKNOWN] if not by_label.get(w)]
     if missing:
         raise RuntimeError(f"stream of split {split}: no utterances for {missing}")
@@ -1559,7 +1565,8 @@ def render_stream(words_dir, noise_dir, split: str = "test", minutes: float = 10
     t = int(1.0 * SR)
     while True:
         label = _pick(rng, KEYWORDS) if rng.random() < P_STREAM_KEYWORD else UNKNOWN
-        source, speaker, word = _pick(rng, by_label[label])
+        from_talk = label == UNKNOWN and talk and rng.random() < P_STREAM_TALK
+        source, speaker, word = _pick(rng, talk if from_talk else by_label[label])
         x = pool.audio(words_dir, source) if isinstance(source, str) else source
         if rng.random() < 0.5:
             x = resample(x, SR * float(rng.uniform(0.9, 1.1)), SR)
@@ -1585,12 +1592,12 @@ def render_stream(words_dir, noise_dir, split: str = "test", minutes: float = 10
 
 
 def build_stream(out_path, words_dir, noise_dir, split: str = "test", minutes: float = 10.0, seed: int = 0,
-                 engines=None, clips_dir=None) -> dict:
+                 engines=None, clips_dir=None, talk_dir=None) -> dict:
     """`render_stream` written to `out_path` (16-bit FLAC) and its words to the same name with .json."""
     import json
 
     out_path = Path(out_path)
-    y, events = render_stream(words_dir, noise_dir, split, minutes, seed, engines, clips_dir)
+    y, events = render_stream(words_dir, noise_dir, split, minutes, seed, engines, clips_dir, talk_dir)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(out_path), np.round(np.clip(y, -1, 1) * 32767).astype(np.int16), SR, subtype="PCM_16",
              format="FLAC")
@@ -1630,7 +1637,7 @@ def window_label(events: list, start_s: float, end_s: float) -> str | None:
 
 
 def build_stream_windows(out_dir, words_dir, noise_dir, split: str, count: int, seed: int = 0,
-                         minutes_per_stream: float = 5.0) -> dict:
+                         minutes_per_stream: float = 5.0, talk_dir=None) -> dict:
     """`count` 1 s windows cut at random times from `split` streams (`render_stream`), written to
     out_dir/<split>/<label>/w<index>.wav with `window_label`'s labels: training material that looks
     like what a stream classifies (cut words, words next to words), not only whole words."""
@@ -1640,7 +1647,7 @@ def build_stream_windows(out_dir, words_dir, noise_dir, split: str, count: int, 
     index = 0
     stream_seed = seed * 1000
     while index < count:
-        y, events = render_stream(words_dir, noise_dir, split, minutes_per_stream, stream_seed)
+        y, events = render_stream(words_dir, noise_dir, split, minutes_per_stream, stream_seed, talk_dir=talk_dir)
         stream_seed += 1
         for _ in range(int(minutes_per_stream * 60 * 2)):  # about two windows per second of stream
             if index >= count:
@@ -1688,7 +1695,14 @@ def split_report(words_dir=None, noise_dir=None) -> dict:
 # 6. CLI
 # --------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="kws.py", description=__doc__.split("\n")[0])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("queen", "teacher-check"):  # real speech (amazon_queen.py), teacher_check.py
+        import amazon_queen
+        import teacher_check
+        return (amazon_queen if argv[0] == "queen" else teacher_check).main(argv[1:])
+    ap = argparse.ArgumentParser(prog="kws.py", description=__doc__.split("\n")[0],
+                                 epilog="kws.py queen {extract,transcribe,cut} ...: real speech; "
+                                        "kws.py teacher-check WORDS_DIR: the teacher checks the renderings")
     sub = ap.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("synth", help="render clean words")
     a.add_argument("words_dir")
@@ -1720,6 +1734,7 @@ def main(argv=None) -> int:
     a.add_argument("--minutes", type=float, default=10.0)
     a.add_argument("--engines", default="", help="comma list of engines whose voices speak (default: all)")
     a.add_argument("--clips", default=None, help="take the words from these label folders of clips instead")
+    a.add_argument("--talk", default=None, help="real talk: a `kws.py queen cut` folder")
     a.add_argument("--seed", type=int, default=0)
     a = sub.add_parser("windows", help="1 s windows cut from streams, labelled by what they hold")
     a.add_argument("out_dir")
@@ -1727,6 +1742,7 @@ def main(argv=None) -> int:
     a.add_argument("noise_dir")
     a.add_argument("--split", default="train", choices=SPLITS)
     a.add_argument("--count", type=int, default=3000)
+    a.add_argument("--talk", default=None, help="real talk: a `kws.py queen cut` folder")
     a.add_argument("--seed", type=int, default=0)
     a = sub.add_parser("splits", help="print the speaker / noise split")
     a.add_argument("--noise-dir", default=None)
@@ -1744,9 +1760,10 @@ def main(argv=None) -> int:
     elif args.cmd == "stream":
         build_stream(args.out, args.words_dir, args.noise_dir, split=args.split, minutes=args.minutes,
                      seed=args.seed, engines=[e for e in args.engines.split(",") if e] or None,
-                     clips_dir=args.clips)
+                     clips_dir=args.clips, talk_dir=args.talk)
     elif args.cmd == "windows":
-        build_stream_windows(args.out_dir, args.words_dir, args.noise_dir, args.split, args.count, seed=args.seed)
+        build_stream_windows(args.out_dir, args.words_dir, args.noise_dir, args.split, args.count, seed=args.seed,
+                             talk_dir=args.talk)
     elif args.cmd == "splits":
         import json
         print(json.dumps(split_report(noise_dir=args.noise_dir), indent=1))

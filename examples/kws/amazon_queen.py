@@ -1,0 +1,450 @@
+#!/usr/bin/env python3
+"""Real speech for the keyword set: the voice acting of *Flight of the Amazon Queen* (issue 20).
+
+Debian main ships the game (``flight-of-the-amazon-queen`` 1.0.0-9); its ``queen.1c`` archive holds
+6,745 voice-acted English lines (MP3, 11.025 kHz). This module
+
+1. ``extract``: reads the archive's index, names each line's speaker and writes the lines whose speaker
+   is known as 16 kHz FLAC, split BY CHARACTER (``split_of_character``): some characters only in test,
+   some only in validation, the rest (Joe, the hero, included) in training;
+2. ``transcribe``: the teacher (Whisper tiny.en, CTranslate2 int8, ``teacher.py``) writes every line's
+   words with their times to ``transcripts.jsonl`` (resumable: a later run continues it);
+3. ``cut``: 1 s cuts centred on each keyword the teacher heard, kept only when the teacher hears the
+   keyword again in the cut alone (``confirm_cut``); 1 s windows of the lines away from any keyword
+   become real ``_unknown_`` clips; keyword-free lines are listed in ``talk.csv`` as background talk
+   for training streams.
+
+Speaker names (from ScummVM's queen engine, talk.cpp): a dialogue line is ``%2d%4x[JP]%d``: the
+dialogue's talk key (the ``.DOG`` file whose header holds that key names the character), the
+dialogue node, ``J`` for Joe or ``P`` for the other person, the segment; ``%2dSSSSJ``/``%2dXXXXJ``
+are Joe's openings, ``JOE*`` Joe's remarks. Cut-scene lines (``C*``, ``CDINT*``, ``CINTR*``, ``COMIC*``,
+...) name no speaker: they are left out, so no held-out character can leak into training through them.
+
+Licence of the game data (its Debian copyright file): free to redistribute and modify; modified
+versions must say so; not to be sold. The clips written here are modified (cut, resampled) game audio.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import re
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from hear_edge.errors import HearEdgeError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import kws  # noqa: E402
+
+DEB_PACKAGE = "flight-of-the-amazon-queen"
+DEB_VERSION = "1.0.0-9"
+DEB_SHA256 = "40c08fd258d6fe95c46c1eaf5e9137f84ba330657995a281bd887c94a560a0f1"
+ARCHIVE_REL = "usr/share/scummvm/flight-of-the-amazon-queen/queen.1c"
+
+INDEX_MAGIC = b"QTBL"
+COUNT_AT = 13            # big-endian uint16 entry count
+ENTRIES_AT = 15          # then 21 bytes per entry: name[12], 1 byte, uint32 offset, uint32 size
+ENTRY_BYTES = 21
+DOG_HEADER_BYTES = 20    # a .DOG (dialogue) file: 20-byte header, then levelMax, uniqueKey, talkKey
+JOE = "JOE"
+
+# The split is by character. Joe speaks a third of the attributed lines: training.
+# Test: ~22 % of the other characters' lines, women and men; validation: ~9 %.
+CHARACTER_PINS = {
+    JOE: "train",
+    "WITCH": "test", "FAYE": "test", "KLUNK": "test", "HENRY": "test", "LARIS": "test", "CHEF": "test",
+    "NAOMI": "val", "LOU": "val", "IAN": "val", "WEDGE": "val",
+}
+SPLIT_SALT = "hear-edge-amazon-queen-v1"
+CHARACTER_TEST_FRAC, CHARACTER_VAL_FRAC = 0.2, 0.1  # for characters not pinned (other archives)
+
+CUT_S = 1.0
+MAX_KEYWORD_S = 0.9      # a word longer than this by the teacher's times is not cut
+MIN_WORD_PROB = 0.3      # the teacher's word probability in the full line
+UNKNOWN_MARGIN_S = 0.15  # an _unknown_ window keeps this far from any keyword the teacher heard
+UNKNOWN_PER_LINE = 3     # at most this many _unknown_ windows from one line
+SPEECH_FLOOR_DB = -45.0  # an _unknown_ window's loudest 10 ms frame is above this (dBFS)
+
+
+class QueenDataError(HearEdgeError, ValueError):
+    """An archive that is not the game's queen.1c, or a line that does not decode."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    offset: int
+    size: int
+
+
+def read_index(data: bytes) -> list:
+    """The archive's entries (name, offset, size), checked against the archive's length."""
+    if data[:4] != INDEX_MAGIC or len(data) < ENTRIES_AT:
+        raise QueenDataError(f"expected a queen.1c archive starting with {INDEX_MAGIC!r}, got "
+                             f"{data[:4]!r} ({len(data)} bytes); pass {ARCHIVE_REL} from the "
+                             f"{DEB_PACKAGE} package")
+    (count,) = struct.unpack(">H", data[COUNT_AT:ENTRIES_AT])
+    end = ENTRIES_AT + count * ENTRY_BYTES
+    if end > len(data):
+        raise QueenDataError(f"the index lists {count} entries ({end} bytes) but the archive has only "
+                             f"{len(data)} bytes: a truncated download? fetch the .deb again")
+    entries = []
+    for i in range(count):
+        raw = data[ENTRIES_AT + i * ENTRY_BYTES: ENTRIES_AT + (i + 1) * ENTRY_BYTES]
+        name = raw[:12].split(b"\0", 1)[0].decode("latin-1")
+        offset, size = struct.unpack(">II", raw[13:21])
+        if offset + size > len(data):
+            raise QueenDataError(f"entry {name!r} ends at byte {offset + size}, past the archive's "
+                                 f"{len(data)} bytes: a truncated or different archive")
+        entries.append(Entry(name, offset, size))
+    return entries
+
+
+def character_of_dialogue(dog_name: str) -> str:
+    """'CHIEF2.DOG' -> 'CHIEF' (the numbered dialogues of one character are one character)."""
+    return re.sub(r"\d+$", "", dog_name.rsplit(".", 1)[0]).upper()
+
+
+def talk_keys(data: bytes, entries: list) -> dict:
+    """talk key -> character, read from every .DOG file's header."""
+    keys = {}
+    for e in entries:
+        if e.name.upper().endswith(".DOG") and e.size >= DOG_HEADER_BYTES + 6:
+            (key,) = struct.unpack(">h", data[e.offset + DOG_HEADER_BYTES + 4: e.offset + DOG_HEADER_BYTES + 6])
+            keys[key] = character_of_dialogue(e.name)
+    return keys
+
+
+_DIALOGUE = re.compile(r"^(\d\d)([0-9A-F]{4}|SSSS|XXXX)([JP])(\d)$")
+
+
+def speaker_of(stem: str, keys: dict) -> str | None:
+    """The character saying a speech entry ('0212A4P1' -> the character of talk key 2), or None."""
+    stem = stem.upper()
+    m = _DIALOGUE.match(stem)
+    if m:
+        return JOE if m.group(3) == "J" else keys.get(int(m.group(1)))
+    if re.match(r"^JOE\d+$", stem):
+        return JOE
+    return None
+
+
+def split_of_character(character: str) -> str:
+    """train / val / test for a character: pinned for the game's cast, else a stable hash."""
+    return kws._pinned_or_hashed_split("character", character.upper(), CHARACTER_PINS,
+                                       CHARACTER_TEST_FRAC, CHARACTER_VAL_FRAC)
+
+
+def decode(data: bytes, entry: Entry) -> np.ndarray:
+    """One speech entry as float64 mono at 16 kHz."""
+    try:
+        x, sr = sf.read(io.BytesIO(data[entry.offset: entry.offset + entry.size]), dtype="float64",
+                        always_2d=False)
+    except sf.LibsndfileError as e:
+        raise QueenDataError(f"speech entry {entry.name!r} does not decode ({e}); soundfile >= 0.12 "
+                             f"with libsndfile >= 1.1 (MP3) is needed") from e
+    x = kws.to_mono(x)
+    return kws.resample(x, sr) if sr != kws.SR else x
+
+
+def find_archive(source) -> Path:
+    """queen.1c itself, a folder holding it (dpkg -x output), or the .deb (extracted beside it)."""
+    source = Path(source)
+    if source.is_file() and source.suffix == ".deb":
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        if digest != DEB_SHA256:
+            raise QueenDataError(f"{source.name}: sha256 {digest}, expected {DEB_SHA256} "
+                                 f"({DEB_PACKAGE} {DEB_VERSION}); download that version")
+        dest = source.with_suffix("")
+        if not (dest / ARCHIVE_REL).exists():
+            subprocess.run(["dpkg", "-x", str(source), str(dest)], check=True)
+        source = dest
+    if source.is_dir():
+        for cand in (source / ARCHIVE_REL, source / "queen.1c"):
+            if cand.exists():
+                return cand
+        raise QueenDataError(f"no {ARCHIVE_REL} under {source}: run `dpkg -x` on the {DEB_PACKAGE} .deb")
+    if not source.exists():
+        raise QueenDataError(f"{source} does not exist: `apt-get download {DEB_PACKAGE}` first")
+    return source
+
+
+def extract(source, out_dir, progress: bool = True) -> dict:
+    """Write every attributed line to out_dir/clips/<split>/<character>/<stem>.flac (16 kHz) and
+    out_dir/clips.csv. Lines without a known speaker are counted, not written."""
+    out_dir = Path(out_dir)
+    archive = find_archive(source)
+    data = archive.read_bytes()
+    entries = read_index(data)
+    keys = talk_keys(data, entries)
+    speech = sorted((e for e in entries if e.name.upper().endswith(".SB")), key=lambda e: e.name)
+    rows, unattributed = [], 0
+    t0 = time.time()
+    for i, e in enumerate(speech):
+        stem = e.name.rsplit(".", 1)[0]
+        character = speaker_of(stem, keys)
+        if character is None:
+            unattributed += 1
+            continue
+        split = split_of_character(character)
+        x = decode(data, e)
+        rel = f"clips/{split}/{character}/{stem}.flac"
+        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(out_dir / rel), np.clip(x, -1, 1), kws.SR, subtype="PCM_16", format="FLAC")
+        rows.append(dict(path=rel, name=stem, speaker=character, split=split,
+                         dur_s=round(len(x) / kws.SR, 3)))
+        if progress and i % 500 == 0:
+            kws._log(f"[queen] {i}/{len(speech)} entries")
+    _write_csv(out_dir / "clips.csv", rows, ["path", "name", "speaker", "split", "dur_s"])
+    summary = {"archive": str(archive), "speech_entries": len(speech), "clips": len(rows),
+               "unattributed_skipped": unattributed, "seconds": round(time.time() - t0, 1)}
+    for split in kws.SPLITS:
+        sel = [r for r in rows if r["split"] == split]
+        summary[split] = {"clips": len(sel), "minutes": round(sum(r["dur_s"] for r in sel) / 60, 1),
+                          "characters": sorted({r["speaker"] for r in sel})}
+    (out_dir / "extract.json").write_text(json.dumps(summary, indent=1) + "\n")
+    kws._log(f"[queen] {summary}")
+    return summary
+
+
+def _write_csv(path: Path, rows: list, fields: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _read_transcripts(path: Path) -> dict:
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done[r["path"]] = r
+    return done
+
+
+def transcription_order(rows: list) -> list:
+    """Shortest lines first (they hold keywords most often), every split alike, so a partial run
+    covers each split in proportion; ties by path."""
+    return sorted(rows, key=lambda r: (float(r["dur_s"]), r["path"]))
+
+
+def transcribe(out_dir, teacher, budget_s: float | None = None, limit: int | None = None) -> dict:
+    """Append the teacher's words (text, start_s, end_s, prob) of every line not yet transcribed to
+    out_dir/transcripts.jsonl, in ``transcription_order``, until budget_s seconds or limit lines."""
+    out_dir = Path(out_dir)
+    rows = kws._read_csv(out_dir / "clips.csv")
+    path = out_dir / "transcripts.jsonl"
+    done = _read_transcripts(path)
+    t0, count = time.time(), 0
+    with open(path, "a") as f:
+        for r in transcription_order(rows):
+            if r["path"] in done:
+                continue
+            if (budget_s is not None and time.time() - t0 > budget_s) or (limit is not None and count >= limit):
+                break
+            x, _ = sf.read(str(out_dir / r["path"]), dtype="float32")
+            words = teacher.words(x)
+            f.write(json.dumps({"path": r["path"], "words": words}) + "\n")
+            f.flush()
+            count += 1
+    total = len(_read_transcripts(path))
+    summary = {"transcribed_now": count, "transcribed": total, "lines": len(rows),
+               "seconds": round(time.time() - t0, 1)}
+    kws._log(f"[queen transcribe] {summary}")
+    return summary
+
+
+def normalise(word: str) -> str:
+    return re.sub(r"[^a-z']", "", word.lower())
+
+
+def keywords_in(text_words) -> list:
+    return [w for w in (normalise(t) for t in text_words) if w in kws.KEYWORDS]
+
+
+def confirm_cut(teacher, cut: np.ndarray, keyword: str) -> tuple:
+    """The teacher re-transcribes the 1 s cut alone: kept when it hears the keyword and no other one.
+    Returns (kept, what it heard)."""
+    heard = teacher.text(cut)
+    return confirmed(heard, keyword), heard
+
+
+def confirmed(heard: str, keyword: str) -> bool:
+    """The cut's rule: the teacher heard the keyword and no other keyword."""
+    found = keywords_in(heard.split())
+    return keyword in found and set(found) == {keyword}
+
+
+def _window(x: np.ndarray, start: int, n: int = kws.CLIP) -> np.ndarray:
+    """x[start:start+n], zero-padded where it runs off either end."""
+    out = np.zeros(n)
+    lo, hi = max(start, 0), min(start + n, len(x))
+    if hi > lo:
+        out[lo - start: hi - start] = x[lo:hi]
+    return out
+
+
+def _write_wav(path: Path, x: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), np.round(np.clip(x, -1, 1) * 32767).astype(np.int16), kws.SR,
+             subtype="PCM_16", format="WAV")
+
+
+def cut(out_dir, teacher, seed: int = 0) -> dict:
+    """Keyword cuts (teacher-confirmed) and _unknown_ windows of every transcribed line into
+    out_dir/cuts/<split>/<label>/<stem>_<k>.wav, their rows in out_dir/cuts.csv (rejected cuts too,
+    kept=0, not written), and the keyword-free lines in out_dir/talk.csv. Deterministic per seed
+    (the teacher is deterministic: greedy decoding)."""
+    out_dir = Path(out_dir)
+    clips = {r["path"]: r for r in kws._read_csv(out_dir / "clips.csv")}
+    transcripts = _read_transcripts(out_dir / "transcripts.jsonl")
+    cuts_dir = out_dir / "cuts"
+    # the teacher is deterministic: what it heard in an earlier run's cut is reused, not recomputed
+    heard_before = {(r["source"], r["word"], r["start_s"]): r["heard"]
+                    for r in (kws._read_csv(out_dir / "cuts.csv") if (out_dir / "cuts.csv").exists() else [])
+                    if r.get("heard") is not None and r.get("reason") in ("", "not_confirmed")}
+    if cuts_dir.exists():
+        for old in cuts_dir.rglob("*.wav"):
+            old.unlink()
+    rows, talk = [], []
+    for rel in sorted(transcripts):
+        clip = clips.get(rel)
+        if clip is None:
+            continue
+        words = transcripts[rel]["words"]
+        if not words:  # the teacher heard no words: grunts, laughter, or speech it missed
+            continue
+        x, _ = sf.read(str(out_dir / rel), dtype="float64")
+        stem, split = clip["name"], clip["split"]
+        kw_spans = []
+        for k, w in enumerate(words):
+            word = normalise(w["text"])
+            if word not in kws.KEYWORDS:
+                continue
+            kw_spans.append((w["start_s"], w["end_s"]))
+            row = dict(split=split, label=word, speaker=clip["speaker"], source=rel, word=word,
+                       word_start_s=w["start_s"], word_end_s=w["end_s"], word_prob=w["prob"])
+            length = w["end_s"] - w["start_s"]
+            centre = 0.5 * (w["start_s"] + w["end_s"])
+            start = int(round((centre - CUT_S / 2) * kws.SR))
+            if length > MAX_KEYWORD_S or w["prob"] < MIN_WORD_PROB:
+                rows.append(dict(row, kept=0, reason="long" if length > MAX_KEYWORD_S else "low_prob"))
+                continue
+            y = _window(x, start)
+            key = (rel, word, f"{round(start / kws.SR, 3)}")
+            if key in heard_before:
+                heard = heard_before[key]
+                kept = confirmed(heard, word)
+            else:
+                kept, heard = confirm_cut(teacher, y.astype(np.float32), word)
+            row.update(start_s=round(start / kws.SR, 3), heard=heard, kept=int(kept),
+                       reason="" if kept else "not_confirmed")
+            if kept:
+                row["path"] = f"cuts/{split}/{word}/{stem}_{k:02d}.wav"
+                _write_wav(out_dir / row["path"], y)
+            rows.append(row)
+        if not kw_spans:
+            talk.append(dict(path=rel, split=split, speaker=clip["speaker"], dur_s=clip["dur_s"],
+                             text=" ".join(w["text"].strip() for w in words)))
+        # _unknown_: windows on a grid with a per-line random phase, away from every keyword
+        rng = np.random.default_rng([seed, kws._stable_int(stem)])
+        phase = float(rng.uniform(0, CUT_S))
+        starts = np.arange(phase - CUT_S / 2, len(x) / kws.SR - CUT_S / 2, CUT_S)
+        taken = 0
+        for s in starts:
+            if taken >= UNKNOWN_PER_LINE:
+                break
+            lo, hi = s - UNKNOWN_MARGIN_S, s + CUT_S + UNKNOWN_MARGIN_S
+            if any(a < hi and b > lo for a, b in kw_spans):
+                continue
+            y = _window(x, int(round(s * kws.SR)))
+            if float(kws.frame_db(y).max()) < SPEECH_FLOOR_DB:
+                continue
+            p = f"cuts/{split}/{kws.UNKNOWN}/{stem}_u{taken}.wav"
+            _write_wav(out_dir / p, y)
+            rows.append(dict(path=p, split=split, label=kws.UNKNOWN, speaker=clip["speaker"], source=rel,
+                             start_s=round(float(s), 3), kept=1))
+            taken += 1
+    fields = ["path", "split", "label", "speaker", "source", "word", "word_start_s", "word_end_s",
+              "word_prob", "start_s", "heard", "kept", "reason"]
+    _write_csv(out_dir / "cuts.csv", rows, fields)
+    _write_csv(out_dir / "talk.csv", talk, ["path", "split", "speaker", "dur_s", "text"])
+    summary = cut_summary(rows, talk)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    kws._log(f"[queen cut] {json.dumps(summary)}")
+    return summary
+
+
+def cut_summary(rows: list, talk: list) -> dict:
+    s: dict = {"keyword_cuts": {}, "rejected": {}, "unknown": {}, "talk_lines": {}, "speakers": {}}
+    for split in kws.SPLITS:
+        kw = [r for r in rows if r["split"] == split and r["label"] != kws.UNKNOWN]
+        s["keyword_cuts"][split] = {k: sum(1 for r in kw if r["label"] == k and r["kept"]) for k in kws.KEYWORDS}
+        s["rejected"][split] = {why: sum(1 for r in kw if r.get("reason") == why)
+                                for why in ("not_confirmed", "long", "low_prob")}
+        s["unknown"][split] = sum(1 for r in rows if r["split"] == split and r["label"] == kws.UNKNOWN)
+        s["talk_lines"][split] = sum(1 for t in talk if t["split"] == split)
+        s["speakers"][split] = sorted({r["speaker"] for r in rows if r["split"] == split})
+    return s
+
+
+def talk_sources(out_dir, split: str) -> list:
+    """[(16 kHz audio, speaker, text)] of `split`'s keyword-free lines (out_dir/talk.csv, written by
+    ``cut``): real talk for the _unknown_ words of streams."""
+    out_dir = Path(out_dir)
+    if not (out_dir / "talk.csv").exists():
+        raise QueenDataError(f"no talk.csv in {out_dir}: run `kws.py queen cut {out_dir}` first")
+    talk = []
+    for r in kws._read_csv(out_dir / "talk.csv"):
+        if r["split"] == split:
+            x, _ = sf.read(str(out_dir / r["path"]), dtype="float64")
+            talk.append((kws.trim_silence(x), f"queen:{r['speaker']}", r["text"]))
+    if not talk:
+        raise QueenDataError(f"{out_dir / 'talk.csv'} lists no line of split {split!r}: transcribe more "
+                             f"(`kws.py queen transcribe {out_dir}`), then cut again")
+    return talk
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="kws.py queen", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("extract", help="attributed lines -> OUT/clips/<split>/<character>/*.flac")
+    a.add_argument("source", help="the .deb, its dpkg -x folder, or queen.1c")
+    a.add_argument("out_dir")
+    a = sub.add_parser("transcribe", help="the teacher's words of each line -> OUT/transcripts.jsonl")
+    a.add_argument("out_dir")
+    a.add_argument("--minutes", type=float, default=None, help="stop after this long (resumable)")
+    a.add_argument("--limit", type=int, default=None, help="stop after this many lines")
+    a = sub.add_parser("cut", help="teacher-confirmed keyword cuts + _unknown_ windows -> OUT/cuts")
+    a.add_argument("out_dir")
+    a.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.cmd == "extract":
+        extract(args.source, args.out_dir)
+        return 0
+    from teacher import Teacher
+
+    teacher = Teacher()
+    if args.cmd == "transcribe":
+        transcribe(args.out_dir, teacher, budget_s=None if args.minutes is None else args.minutes * 60,
+                   limit=args.limit)
+    else:
+        cut(args.out_dir, teacher, seed=args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
