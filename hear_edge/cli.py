@@ -19,44 +19,25 @@ _EXTRA_OF = {"torch": "export", "onnx": "export", "onnxscript": "export", "liter
 
 
 # Flag values checked by the parser (exit 2, "argument --flag: ..."), before any model is loaded.
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
-    return value
+def _flag_value(parse, accepts, expected: str, out_of_range: str):
+    """An argparse `type=`: `parse` the text (else "must be `expected`"), then `accepts` the value
+    (else "must be `out_of_range`"); NaN fails every range."""
+    def check(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {out_of_range}, got {text.strip()}")
+        return value
+    return check
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:  # NaN fails this too
-        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], e.g. 0.5, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not value > 0.0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not 0.0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
+_positive_int = _flag_value(int, lambda v: v >= 1, "a whole number >= 1", "a whole number >= 1")
+_probability = _flag_value(float, lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]",
+                           "a probability in [0, 1], e.g. 0.5")
+_positive_float = _flag_value(float, lambda v: 0.0 < v < float("inf"), "a number", "a number above 0")
+_non_negative_float = _flag_value(float, lambda v: 0.0 <= v < float("inf"), "a number", "a number >= 0")
 
 
 def _golden(args: argparse.Namespace) -> int:
