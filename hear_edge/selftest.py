@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import SelfTestError
 from .manifest_check import PROBE_FORMULAS, PROBE_PROJECTIONS
+from .schema import ACOUSTIC, LOG_MEL, SPECTRUM_PAIRS
 
 logger = logging.getLogger("hear_edge")
 
@@ -35,7 +36,7 @@ PROBE_FRAMES = 50  # one second of acoustic frames
 PROBE_TOLERANCE = {"fp32": 1e-4, "int8": 0.1}
 # The input each graph input gets: the scale of its real inputs (the frontend normalises log-mels;
 # the window graph's outputs are layer-normed; log power spectra of audio lie far below zero).
-PROBE_INPUT_SCALE = {"log_mel": (0.0, 1.0), "acoustic": (0.0, 1.0), "spectrum_pairs": (-8.0, 3.0)}
+PROBE_INPUT_SCALE = {LOG_MEL: (0.0, 1.0), ACOUSTIC: (0.0, 1.0), SPECTRUM_PAIRS: (-8.0, 3.0)}
 _MASK_64 = (1 << 64) - 1
 
 
