@@ -18,6 +18,7 @@ from hear_edge.config import HearConfig  # noqa: E402
 from hear_edge.teacher import (TeacherCache, cache_key, load_teacher, teacher_loss, whisper_frame_count,  # noqa: E402
                                whisper_log_mel)
 from hear_edge.training import LabelledAudio, batch_logits  # noqa: E402
+from test_finetune import _make_tone_set  # noqa: E402
 
 REAL_VOICE = REPO_ROOT / "tests" / "data" / "real_voice"
 
@@ -49,25 +50,11 @@ def _tiny_config(num_classes=3):
     return config
 
 
-def _tone_set(root, per_class=8, seed=0):
-    rng = np.random.default_rng(seed)
-    for label in ("low", "high", "noise"):
-        (root / label).mkdir(parents=True)
-        for i in range(per_class):
-            n = int(rng.uniform(0.5, 1.1) * 16000)
-            t = np.arange(n) / 16000
-            if label == "noise":
-                wave = rng.standard_normal(n) * 0.2
-            else:
-                freq = rng.uniform(200, 400) if label == "low" else rng.uniform(3000, 5000)
-                wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(n)
-            soundfile.write(root / label / f"{i}.wav", wave.astype(np.float32), 16000)
-    return root
-
-
 @pytest.fixture(scope="module")
 def tones(tmp_path_factory):
-    return _tone_set(tmp_path_factory.mktemp("tones"))
+    root = tmp_path_factory.mktemp("tones")
+    _make_tone_set(root, per_class=8)
+    return root
 
 
 @pytest.mark.parametrize("kind", ["cosine", "mse"])
