@@ -33,9 +33,10 @@ class BucketFilesGraph:
         self.input_names, self.output_names = spec.input_names, spec.output_names
         self.paths = {signature_name(spec.role, frames): path for frames, path in paths.items()}
         self.path = next(iter(paths.values()))
+        self._first = next(iter(self.paths))  # the first bucket's signature: opened at load
         self._sessions = {}
         self._lock = threading.Lock()
-        self._session(next(iter(self.paths)))
+        self._session(self._first)
 
     def _session(self, signature: str):
         with self._lock:
@@ -50,14 +51,14 @@ class BucketFilesGraph:
             return self._sessions[signature]
 
     def output_shape(self, name: str) -> list:
-        return self._session(next(iter(self.paths))).output_shape(name)
+        return self._session(self._first).output_shape(name)
 
     @property
     def runtime(self) -> str:
         """The runtime package and its version (the self-test names it), as its buckets' sessions say."""
-        return self._session(next(iter(self.paths))).runtime
+        return self._session(self._first).runtime
 
     def run(self, inputs: dict[str, np.ndarray], signature: str | None = None,
             transient: bool = False) -> dict[str, np.ndarray]:
-        signature = signature or next(iter(self.paths))
+        signature = signature or self._first
         return self._session(signature).run(inputs, signature, transient)
