@@ -20,12 +20,13 @@ import numpy as np
 
 from .audio import check_array, check_sample_rate, mono_resampler
 from .errors import AudioTooShortError, InvalidAudioError
-from .frontend import SAMPLE_RATE_HZ
+from .frontend import SAMPLE_RATE_HZ, FrontendParams
 from .results import Category, ClassificationResult, _ResultFilter, build_result
 from .stream_timing import check_stream_timing  # the CLI and export import it from here too
 
-_HOP = 160
-_HALF_WINDOW = 200
+# The frontend's frame grid, which the stream's frame cache follows.
+_HOP = FrontendParams().hop_samples
+_HALF_WINDOW = FrontendParams().window_samples // 2
 
 
 class _Detections:
