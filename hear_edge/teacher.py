@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InvalidArgumentError, TeacherUnavailableError
+from .training import write_atomically
 
 logger = logging.getLogger("hear_edge")
 
@@ -183,16 +183,7 @@ class TeacherCache:
         return self.path(key).is_file()
 
     def put(self, key: str, frames: np.ndarray) -> None:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(temporary, "wb") as file:
-                np.save(file, np.asarray(frames, dtype=np.float16))
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path(key), lambda file: np.save(file, np.asarray(frames, dtype=np.float16)))
 
     def get(self, key: str) -> np.ndarray:
         return np.load(self.path(key))

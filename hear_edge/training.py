@@ -180,18 +180,24 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def save_run_state(path: Path, state: dict) -> None:
-    """torch.save into a temporary file beside `path`, then rename: a run killed while writing
-    leaves the previous checkpoint whole."""
+def write_atomically(path: Path, write) -> None:
+    """`write(file)` into a temporary file beside `path`, then rename: a process killed while writing
+    leaves the previous file whole (run states, the teacher's cached frames)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(state, temporary)
+        with open(temporary, "wb") as file:
+            write(file)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def save_run_state(path: Path, state: dict) -> None:
+    """torch.save, atomically: a run killed while writing leaves the previous checkpoint whole."""
+    write_atomically(path, lambda file: torch.save(state, file))
 
 
 def rng_states(rng: np.random.Generator, generator: torch.Generator) -> dict:
