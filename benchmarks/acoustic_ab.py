@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hear_edge.bundle import read_manifest
-from hear_edge.inference import InferenceEngine
+from hear_edge.bundle.manifest import read_manifest
+from hear_edge.run.inference import InferenceEngine
 
 
 def main(argv=None) -> int:

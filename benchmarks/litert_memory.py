@@ -33,13 +33,13 @@ if engine in ("interpreter", "whole-file"):
         litert._tflite_cut.available = lambda: False
 if not lengths:  # imports only: hear_edge and the runtime the engine runs on, no model
     import importlib
-    import hear_edge.classifier
+    import hear_edge.run.classifier
     importlib.import_module({"onnx": "onnxruntime", "compiled": "ai_edge_litert.compiled_model"}.get(
         backend if backend == "onnx" else engine, "ai_edge_litert.interpreter"))
     print("RESULT " + json.dumps({"engine": engine, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     sys.exit(0)
 from hear_edge import HearEdge
-from hear_edge.signals import synthetic_clip
+from hear_edge.bundle.gates import synthetic_clip
 model = HearEdge.load(backend=backend, precision="int8")
 for seconds in lengths:
     model.classify(synthetic_clip(seconds, seed=100), 16000)
@@ -63,7 +63,7 @@ def peak(backend: str, engine: str, lengths: str) -> dict:
 def latency(rounds: int) -> dict:
     import hear_edge.runtimes.litert as litert
     from hear_edge import HearEdge
-    from hear_edge.signals import synthetic_clip
+    from hear_edge.bundle.gates import synthetic_clip
 
     models = {"compiled": HearEdge.load(backend="litert", precision="int8")}
     assert models["compiled"].engine.window_graph.engine == "CompiledModel", "this host runs the Interpreter"
@@ -93,7 +93,7 @@ def latency(rounds: int) -> dict:
 
 
 def main() -> None:
-    from hear_edge.bench import machine_info
+    from hear_edge.tools.bench import machine_info
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "litert-memory-x86-2core.json")

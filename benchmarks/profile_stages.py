@@ -57,8 +57,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from hear_edge import HearEdge
-    from hear_edge.bench import machine_info, op_profile
-    from hear_edge.signals import synthetic_clip
+    from hear_edge.bundle.gates import synthetic_clip
+    from hear_edge.tools.bench import machine_info, op_profile
 
     precisions = args.precision or ["fp32", "int8"]
     models = {p: HearEdge.load(args.bundle, backend="onnx", precision=p, num_threads=1) for p in precisions}

@@ -376,7 +376,7 @@ if len(sys.argv) > 4 and sys.argv[4] == "force-compiled":  # what the gate preve
     litert.weight_cache_safe = lambda: True
 if len(sys.argv) > 4 and sys.argv[4] == "imports":  # the runtime imported, no model: what the clip adds is the model's
     import importlib
-    import hear_edge.classifier, hear_edge.runtimes.litert as litert
+    import hear_edge.run.classifier, hear_edge.runtimes.litert as litert
     importlib.import_module("onnxruntime" if sys.argv[1] == "onnx" else "ai_edge_litert.compiled_model"
                             if litert.weight_cache_safe() else "ai_edge_litert.interpreter")
     print("MEMORY-RESULT " + json.dumps({"backend": sys.argv[1], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hear_edge.audio import load_input
 from hear_edge.host import cpu_model_and_flags, host_cpu
-from hear_edge.teacher import load_teacher
+from hear_edge.signal.audio import load_input
+from hear_edge.training.teacher import load_teacher
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hear_edge.config import HearConfig
-from hear_edge.finetune import _TeacherRegulariser
 from hear_edge.host import host_cpu, cpu_model_and_flags
-from hear_edge.model import HEAR
-from hear_edge.training import LabelledAudio, autocast, batch_logits
+from hear_edge.reference.config import HearConfig
+from hear_edge.reference.model import HEAR
+from hear_edge.training.finetune import _TeacherRegulariser
+from hear_edge.training.toolkit import LabelledAudio, autocast, batch_logits
 
 
 class _StandIn:

@@ -3,7 +3,7 @@
 Everything runs in one process on one thread, round robin (each round times every contender on
 every input in turn, so drift in the machine's speed hits all alike), in CPU time
 (time.process_time). Ratios are medians over rounds of eager / hear-edge. PyTorch eager runs
-the reference model (`hear_edge.model`) exactly as `classify` is defined: official preprocessing,
+the reference model (`hear_edge.reference.model`) exactly as `classify` is defined: official preprocessing,
 one clip per call. A stream figure is the compute of the whole stream (every chunk through
 `accept_waveform`) over the compute of one offline `classify` of the same audio.
 
@@ -53,9 +53,9 @@ def main(argv=None) -> int:
     import torch
 
     from hear_edge import HearEdge
-    from hear_edge.bench import machine_info
-    from hear_edge.model import load_checkpoint
-    from hear_edge.signals import synthetic_clip
+    from hear_edge.bundle.gates import synthetic_clip
+    from hear_edge.reference.model import load_checkpoint
+    from hear_edge.tools.bench import machine_info
 
     torch.set_num_threads(1)
     eager = load_checkpoint(args.checkpoint, args.config)

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from hear_edge import HearEdge
-from hear_edge.audio import AUDIO_SUFFIXES, load_input
-from hear_edge.bundle import read_manifest
+from hear_edge.bundle.manifest import read_manifest
 from hear_edge.runtimes.base import format_backend
+from hear_edge.signal.audio import AUDIO_SUFFIXES, load_input
 
 
 def load_clips(data_dir: Path, labels: list[str], per_class: int | None):
@@ -76,7 +76,7 @@ def evaluate(bundle, data_dir, checkpoint=None, config=None, per_class: int | No
     if checkpoint:
         import torch
 
-        from hear_edge.model import load_checkpoint
+        from hear_edge.reference.model import load_checkpoint
 
         reference = load_checkpoint(checkpoint, config)
         with torch.no_grad():

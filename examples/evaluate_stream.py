@@ -6,7 +6,7 @@
 STREAM.flac comes with STREAM.json (its words: start_s, end_s, label), as
 `examples/kws/kws.py stream` writes them. The stream runs once with the bundle's context and hop
 and no threshold; every threshold of the sweep is then replayed from those results with the
-runtime's own detection rule (`hear_edge.streaming.replay_detections`).
+runtime's own detection rule (`hear_edge.run.streaming.replay_detections`).
 
 Scoring: a detection (label L over window [s, e)) is a hit when the window overlaps an
 undetected word labelled L; anything else is a false alarm, a second detection of a word
@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 
 from hear_edge import HearEdge
-from hear_edge.audio import audio_blocks
 from hear_edge.host import cpu_model_and_flags
-from hear_edge.streaming import replay_detections
+from hear_edge.run.streaming import replay_detections
+from hear_edge.signal.audio import audio_blocks
 
 # Finer near 1: a model sure of its words scores them 0.95-0.999, where false alarms thin out.
 THRESHOLDS = [i / 100 for i in range(30, 90)] + [i / 1000 for i in range(900, 1000)]

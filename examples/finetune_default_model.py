@@ -36,8 +36,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    from hear_edge.finetune import finetune
-    from hear_edge.training import read_labelled_folders
+    from hear_edge.training.finetune import finetune
+    from hear_edge.training.toolkit import read_labelled_folders
 
     config = args.config or str(Path(args.init).with_suffix(".config.json"))
     train = read_labelled_folders(args.build / "train", LABELS)

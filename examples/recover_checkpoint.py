@@ -21,8 +21,8 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from hear_edge.config import HearConfig
-from hear_edge.model import HEAR
+from hear_edge.reference.config import HearConfig
+from hear_edge.reference.model import HEAR
 
 
 def _initializers(path: Path) -> tuple[dict[str, np.ndarray], list]:

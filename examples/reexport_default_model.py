@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     from recover_checkpoint import recover
     import torch
 
-    from hear_edge.bundle import read_manifest
+    from hear_edge.bundle.manifest import read_manifest
     from hear_edge.export import export_bundle
 
     started = time.perf_counter()

@@ -30,8 +30,8 @@ import soundfile
 sys.path.insert(0, str(Path(__file__).resolve().parent / "kws"))
 import kws  # noqa: E402
 
-from hear_edge.finetune import finetune  # noqa: E402
-from hear_edge.training import LabelledAudio, evaluate  # noqa: E402
+from hear_edge.training.finetune import finetune  # noqa: E402
+from hear_edge.training.toolkit import LabelledAudio, evaluate  # noqa: E402
 
 LABELS = kws.LABELS
 
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
                       args.test_per_class, args.workers)
     build_minutes = (time.perf_counter() - started) / 60
     logging.info("built %s clips in %.1f min", {k: len(v.clips) for k, v in sets.items()}, build_minutes)
-    from hear_edge.config import HearConfig
+    from hear_edge.reference.config import HearConfig
 
     config = HearConfig()
     if args.dropout is not None:
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
                       config=config, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                       max_minutes=args.max_minutes, progress=False, spec_augment=args.spec_augment,
                       speed_range=speed, frequency_warp=args.frequency_warp)
-    from hear_edge.model import load_checkpoint
+    from hear_edge.reference.model import load_checkpoint
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_checkpoint(out / "model.pt", result.config_file).to(device)

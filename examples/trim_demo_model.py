@@ -26,7 +26,7 @@ def linear_probe(model, sets, device, epochs: int = 30, seed: int = 0) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from hear_edge.model import Decoder
+    from hear_edge.reference.model import Decoder
 
     def pooled(data):
         rows = []
@@ -77,9 +77,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import torch
 
-    from hear_edge.model import load_checkpoint
-    from hear_edge.training import evaluate, write_sidecars
-    from hear_edge.trim import TrimMasks, remove_masked_units, trim
+    from hear_edge.reference.model import load_checkpoint
+    from hear_edge.training.toolkit import evaluate, write_sidecars
+    from hear_edge.training.trim import TrimMasks, remove_masked_units, trim
 
     base, out = Path(args.base), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,14 +12,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from hear_edge.bundle import (FORMATS, PRECISIONS, Manifest, default_background_labels, sha256_file,
-                              stream_settings)
+from hear_edge.bundle.manifest import (FORMATS, PRECISIONS, Manifest, default_background_labels, sha256_file,
+                                       stream_settings)
+from hear_edge.bundle.selftest import with_probe
 from hear_edge.errors import ConfigError, InvalidArgumentError, LabelError
-from hear_edge.frontend import FrontendParams
 from hear_edge.host import host_cpu, package_versions
-from hear_edge.model import load_checkpoint
-from hear_edge.segments import segment_samples
-from hear_edge.selftest import with_probe
+from hear_edge.reference.model import load_checkpoint
+from hear_edge.signal.frontend import FrontendParams
+from hear_edge.signal.segments import segment_samples
 
 from .compat import compat_provenance, export_tflite_compat, parse_compat
 from .formats import ONNX_INT8_RECIPE, ONNX_OPSET, TFLITE_INT8_RECIPE, export_onnx, export_tflite
@@ -57,7 +57,7 @@ def load_labels(labels) -> list[str]:
 
 
 def _streaming(model, checkpoint, clip_seconds, context_seconds, hop_seconds) -> dict:
-    from hear_edge.streaming import check_stream_timing
+    from hear_edge.signal.stream_timing import check_stream_timing
 
     if clip_seconds is None and isinstance(checkpoint, (str, Path)):
         training = Path(checkpoint).with_suffix(".training.json")
@@ -130,11 +130,11 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
         clip_seconds: the clip length the head was trained on; None reads it from the
             checkpoint's `.training.json` (fine-tuning writes it), else it stays unknown.
         stream_context_seconds, stream_hop_seconds: the stream a user gets by default; None
-            derives them from `clip_seconds` (`hear_edge.bundle.stream_settings`).
+            derives them from `clip_seconds` (`hear_edge.bundle.manifest.stream_settings`).
         stream_score_threshold: the detection threshold streams take by default (choose it on a
             validation stream: `examples/evaluate_stream.py`); None records none.
         background_labels: labels that are never detections; None takes
-            `hear_edge.bundle.default_background_labels` (`_unknown_`, `_silence_`, ...).
+            `hear_edge.bundle.manifest.default_background_labels` (`_unknown_`, `_silence_`, ...).
         tflite_compat: None, or the oldest tflite-runtime the TFLite graphs must run on, as "2.N"
             (N >= 5: "2.5" for Chaquopy, "2.8" for python-for-android): fp32 graphs without the
             GELU operator, one single-signature file per bucket (`hear_edge.export.compat`). The
@@ -164,7 +164,7 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
     n_fft = model.config.acoustic_model.spectrogram_n_fft
     if n_fft != frontend.n_fft:
         # The graphs would be sized for n_fft // 2 + 1 bins, but the runtime's frontend (and the
-        # manifest, hear_edge.manifest_check.SUPPORTED_FRONTEND) computes n_fft = 1024 only.
+        # manifest, hear_edge.bundle.manifest_check.SUPPORTED_FRONTEND) computes n_fft = 1024 only.
         raise ConfigError(f"the checkpoint's acoustic_model.spectrogram_n_fft is {n_fft}; hear-edge exports only "
                           f"models with the standard frontend's n_fft = {frontend.n_fft} (its runtime frontend "
                           f"computes {frontend.n_fft // 2 + 1} spectrum bins). Train or fine-tune with "
@@ -231,7 +231,7 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
         results, reference_outputs = check_parity(model, staging, manifest, clips, force)
         manifest.parity = {"clips": [{"name": c.name, "seconds": c.waveform.shape[1] / 16000, "real": c.real}
                                      for c in clips],
-                           "reference": "hear_edge.model (PyTorch fp32 eager, official preprocessing)",
+                           "reference": "hear_edge.reference.model (PyTorch fp32 eager, official preprocessing)",
                            "results": results,
                            "reference_outputs": reference_outputs}
         manifest.parity["passed"] = all(r["passed"] for r in manifest.parity["results"].values())

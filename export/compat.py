@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hear_edge.bundle import GraphSpec, sha256_file, signature_name
+from hear_edge.bundle.manifest import GraphSpec, sha256_file, signature_name
 from hear_edge.errors import ConfigError
 
 from .graphs import BucketedAcousticWindowGraph, BucketedTaskGraph, task_example, window_example

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from hear_edge.bundle import GraphSpec, TensorSpec, sha256_file, signature_name
+from hear_edge.bundle.manifest import GraphSpec, TensorSpec, sha256_file, signature_name
+from hear_edge.bundle.schema import (ACOUSTIC, LOG_MEL, LOGITS, POOLED, SPECTRUM_PAIRS, TASK_INPUTS, TASK_OUTPUTS,
+                                     VALID_FRAMES, WINDOW_INPUTS, WINDOW_OUTPUTS)
 from hear_edge.runtimes.base import GRAPH_SUFFIX
-from hear_edge.schema import (ACOUSTIC, LOG_MEL, LOGITS, POOLED, SPECTRUM_PAIRS, TASK_INPUTS, TASK_OUTPUTS,
-                              VALID_FRAMES, WINDOW_INPUTS, WINDOW_OUTPUTS)
 
 from .graphs import (AcousticWindowGraph, BucketedAcousticWindowGraph, BucketedTaskGraph, TaskGraph, task_example,
                      window_example)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hear_edge.model import HEAR, Decoder, lengths_to_mask
+from hear_edge.reference.model import HEAR, Decoder, lengths_to_mask
 
 
 class AcousticWindowGraph(nn.Module):

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hear_edge import signals
-from hear_edge.audio import AUDIO_SUFFIXES, load_input
+from hear_edge.bundle import gates
+from hear_edge.bundle.gates import cosine, verdict
 from hear_edge.errors import DataFolderError, HearEdgeError, ParityError
-from hear_edge.frontend import compute_features
-from hear_edge.gates import cosine, verdict
-from hear_edge.inference import InferenceEngine
-from hear_edge.model import reference_outputs
+from hear_edge.reference.model import reference_outputs
+from hear_edge.run.inference import InferenceEngine
+from hear_edge.signal.audio import AUDIO_SUFFIXES, load_input
+from hear_edge.signal.frontend import compute_features
 
 logger = logging.getLogger("hear_edge")
 
@@ -29,12 +29,12 @@ class ParityClip:
 
 def synthetic_clips() -> list[ParityClip]:
     """Tones, a chirp and noise bursts at the lengths that exercise every window path."""
-    return [ParityClip(name, wave[None], real=False) for name, wave in signals.synthetic_clips().items()]
+    return [ParityClip(name, wave[None], real=False) for name, wave in gates.synthetic_clips().items()]
 
 
 def real_clips(directory: str | Path, max_samples: int, limit: int = 32) -> list[ParityClip]:
     """Up to `limit` audio files under `directory` (sorted, recursive), resampled, cut at `max_samples`
-    (one segment, `hear_edge.segments.segment_samples`: 30 s for the official Task Model)."""
+    (one segment, `hear_edge.signal.segments.segment_samples`: 30 s for the official Task Model)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise DataFolderError(f"calibration folder {directory} does not exist.")
@@ -79,7 +79,7 @@ def measure_variant(engine: InferenceEngine, clips: list[ParityClip], references
         "real_clips": len(agree_real),
         "disagreements": disagreements,
     }
-    figures.update(verdict(figures, engine.precision))  # the thresholds live in hear_edge.gates
+    figures.update(verdict(figures, engine.precision))  # the thresholds live in hear_edge.bundle.gates
     return figures
 
 

@@ -2,12 +2,13 @@
 
 import logging
 
-from .classifier import Category, ClassificationResult, Embeddings, HearEdge
 from .errors import (AudioDeviceError, AudioTooShortError, BackendUnavailableError, BundleError, CheckpointError,
-                     ClipTooLongError, ConfigError, DataFolderError, HearEdgeError, InferenceError, InvalidArgumentError,
-                     InvalidAudioError, LabelError, ParityError, SelfTestError, TeacherUnavailableError)
-from .frontend import compute_features
-from .streaming import ClassificationStream
+                     ClipTooLongError, ConfigError, DataFolderError, HearEdgeError, InferenceError,
+                     InvalidArgumentError, InvalidAudioError, LabelError, ParityError, SelfTestError,
+                     TeacherUnavailableError)
+from .run.classifier import Category, ClassificationResult, Embeddings, HearEdge
+from .run.streaming import ClassificationStream
+from .signal.frontend import compute_features
 
 __version__ = "0.1.0"
 

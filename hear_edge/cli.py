@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import HearEdgeError, InvalidArgumentError
+from hear_edge.errors import HearEdgeError, InvalidArgumentError
 
 EPILOG = ("exit status: 0 success; 1 some files failed (the others are done), a parity or regression "
           "failure; 2 an error (bad arguments, bundle, audio or a missing package); 130 interrupted.")
@@ -41,7 +41,7 @@ _non_negative_float = _flag_value(float, lambda v: 0.0 <= v < float("inf"), "a n
 
 
 def _golden(args: argparse.Namespace) -> int:
-    from .golden import FEATURE_BOUND, FRONTEND_FED_LOGIT_BOUND, LOGIT_BOUND, check_golden
+    from hear_edge.reference.golden import FEATURE_BOUND, FRONTEND_FED_LOGIT_BOUND, LOGIT_BOUND, check_golden
 
     results = check_golden(args.golden_dir, use_config=not args.no_config)
     print(f"| case | logits (<= {LOGIT_BOUND:g}) | log-mel (<= {FEATURE_BOUND:g}) | power spectrum "
@@ -84,7 +84,7 @@ def parity_table(manifest) -> str:
 
 
 def _load_model(args):
-    from .classifier import HearEdge
+    from hear_edge.run.classifier import HearEdge
 
     return HearEdge.load(args.bundle, backend=args.backend, precision=args.precision, num_threads=args.threads,
                          self_test=not args.no_self_test)
@@ -95,7 +95,7 @@ def _categories_text(result) -> str:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from .batch import expand_inputs, result_record, run_batch, stderr_progress
+    from hear_edge.tools.batch import expand_inputs, result_record, run_batch, stderr_progress
 
     if args.scheduler and not args.output:
         args.parser.error("--scheduler needs --output (a .jsonl or .csv results file)")
@@ -103,7 +103,7 @@ def _classify(args: argparse.Namespace) -> int:
         args.parser.error("--jobs needs --output (a .jsonl or .csv results file)")
     files = expand_inputs(args.files)
     if args.output and args.scheduler:
-        from .cluster import run_on_cluster
+        from hear_edge.tools.cluster import run_on_cluster
 
         done, skipped, failures, _ = run_on_cluster(files, args.output, args.scheduler, bundle=args.bundle,
                                                     backend=args.backend, precision=args.precision,
@@ -146,9 +146,9 @@ def _stream(args: argparse.Namespace) -> int:
     import dataclasses
     import time
 
-    from .results import _ResultFilter
-    from .frontend import SAMPLE_RATE_HZ
-    from .streaming import check_stream_timing
+    from hear_edge.run.results import _ResultFilter
+    from hear_edge.signal.stream_timing import check_stream_timing
+    from hear_edge.signal.frontend import SAMPLE_RATE_HZ
 
     if args.list_devices:
         return _list_devices()
@@ -162,7 +162,7 @@ def _stream(args: argparse.Namespace) -> int:
         args.parser.error("--realtime paces a FILE; the microphone is real time already")
     microphone = None
     if args.mic:  # before the model loads: a missing microphone is the first thing to say
-        from .microphone import Microphone
+        from hear_edge.signal.microphone import Microphone
 
         microphone = Microphone(args.device)
     model = _load_model(args)
@@ -223,8 +223,8 @@ def _stream(args: argparse.Namespace) -> int:
             show(stream.flush())
         summary(sent, rate)
         return 0
-    from .audio import audio_blocks
-    from .errors import InvalidAudioError
+    from hear_edge.errors import InvalidAudioError
+    from hear_edge.signal.audio import audio_blocks
 
     blocks, rate = audio_blocks(args.file, block_frames=4096)
     started = time.perf_counter()
@@ -241,8 +241,8 @@ def _stream(args: argparse.Namespace) -> int:
 
 
 def _list_devices() -> int:
-    from .errors import AudioDeviceError
-    from .microphone import input_devices
+    from hear_edge.errors import AudioDeviceError
+    from hear_edge.signal.microphone import input_devices
 
     devices = input_devices()
     if not devices:
@@ -269,8 +269,8 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .bundle import read_manifest
-    from .classifier import default_bundle_path
+    from hear_edge.bundle.manifest import read_manifest
+    from hear_edge.run.classifier import default_bundle_path
 
     bundle = Path(args.bundle) if args.bundle else default_bundle_path()
     manifest = read_manifest(bundle)
@@ -312,7 +312,7 @@ def _passive_openmp() -> None:
 
 def _finetune(args: argparse.Namespace) -> int:
     _passive_openmp()
-    from .finetune import finetune
+    from hear_edge.training.finetune import finetune
 
     result = finetune(args.data_dir, args.output, init=args.init, config=args.config,
                       freeze_acoustic=args.freeze_acoustic, epochs=args.epochs, seed=args.seed,
@@ -337,8 +337,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _teacher_frames(args: argparse.Namespace) -> int:
-    from .teacher import TeacherCache, cache_teacher_frames, load_teacher
-    from .training import read_labelled_folders
+    from hear_edge.training.teacher import TeacherCache, cache_teacher_frames, load_teacher
+    from hear_edge.training.toolkit import read_labelled_folders
 
     root = Path(args.data_dir)
     folders = [root / "train", root / "val"] if (root / "train").is_dir() and (root / "val").is_dir() else [root]
@@ -354,7 +354,7 @@ def _teacher_frames(args: argparse.Namespace) -> int:
 
 def _trim(args: argparse.Namespace) -> int:
     _passive_openmp()
-    from .trim import trim
+    from hear_edge.training.trim import trim
 
     result = trim(args.checkpoint, args.data, args.output, target_sparsity=args.target_sparsity,
                   config=args.config, epochs=args.epochs, seed=args.seed, batch_size=args.batch_size,
@@ -374,16 +374,16 @@ def _trim(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import compare, markdown_table, plot, run_bench
+    from hear_edge.tools.bench import compare, markdown_table, plot, run_bench
 
     report = run_bench(args.bundle, checkpoint=args.checkpoint, config=args.config, backends=args.backend,
                        precisions=args.precision, threads=args.threads, quick=args.quick,
                        profile_ops=args.profile_ops)
     if not report["rows"]:
-        from .bundle import read_manifest
-        from .classifier import default_bundle_path
-        from .errors import BackendUnavailableError
-        from .runtimes.base import FORMAT_BACKENDS, backend_problem
+        from hear_edge.bundle.manifest import read_manifest
+        from hear_edge.errors import BackendUnavailableError
+        from hear_edge.run.classifier import default_bundle_path
+        from hear_edge.runtimes.base import FORMAT_BACKENDS, backend_problem
 
         bundle = Path(args.bundle) if args.bundle else default_bundle_path()
         present = sorted({name for f, _ in read_manifest(bundle).variants() for name in FORMAT_BACKENDS[f]})
@@ -416,8 +416,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     import inspect
 
-    from .classifier import DEFAULT_MAX_RESULTS, HearEdge
-    from .runtimes.base import BACKENDS
+    from hear_edge.run.classifier import DEFAULT_MAX_RESULTS, HearEdge
+    from hear_edge.runtimes.base import BACKENDS
 
     # The defaults are the library's (HearEdge.load's signature, DEFAULT_MAX_RESULTS), not retyped here.
     load = {name: p.default for name, p in inspect.signature(HearEdge.load).parameters.items()}
@@ -438,8 +438,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hear_edge.runtimes.base import BACKENDS
     from . import __version__
-    from .runtimes.base import BACKENDS
 
     parser = argparse.ArgumentParser(prog="hear-edge", description=__doc__, epilog=EPILOG)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .audio import check_array
-from .classifier import HearEdge
-from .errors import HearEdgeError, InvalidAudioError
-from .frontend import SAMPLE_RATE_HZ
+from hear_edge.errors import HearEdgeError, InvalidAudioError
+from hear_edge.run.classifier import HearEdge
+from hear_edge.signal.audio import check_array
+from hear_edge.signal.frontend import SAMPLE_RATE_HZ
 
 
 class HearEdgeEmbedder:

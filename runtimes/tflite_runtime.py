@@ -1,7 +1,7 @@
 """The litert backend on tflite-runtime, where ai-edge-litert is not offered (32-bit Pi OS, old systems,
 Chaquopy): the same interpreter API, tried after ai-edge-litert. Its int8 kernels differ from
 ai-edge-litert's (2.14's hybrid per-channel FULLY_CONNECTED is wrong): the int8 recipe avoids them,
-and the self-test at load (hear_edge.selftest) refuses a graph any runtime computes wrong."""
+and the self-test at load (hear_edge.bundle.selftest) refuses a graph any runtime computes wrong."""
 
 from __future__ import annotations
 

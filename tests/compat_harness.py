@@ -6,7 +6,7 @@ For interpreters hear-edge does not run on (tflite-runtime 2.7 and 2.8 wheels ex
 only); needs numpy and tflite_runtime. INPUTS.npz holds, per case, `CASE.pairs` (frames, 2 * bins) and
 either `CASE.log_mel` (mels, 2 * frames: one window, run through the acoustic window graph) or
 `CASE.acoustic` (frames, hidden). Each case runs in the smallest bucket that holds it, padded, as
-hear_edge.inference does; OUTPUTS.npz gets `CASE.logits`, `CASE.pooled` (and `CASE.acoustic` from the
+hear_edge.run.inference does; OUTPUTS.npz gets `CASE.logits`, `CASE.pooled` (and `CASE.acoustic` from the
 window graph), and `tflite_runtime_version`. Tensors are found by the names litert-torch gives them
 (`..._args_N`, `..._output_N_...`), so no signature runner is needed (tflite-runtime 2.5 has none).
 """

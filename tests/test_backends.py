@@ -145,7 +145,7 @@ def test_the_registry_is_the_modules_of_runtimes_and_what_each_declares():
     # No table in base.py names a backend or a format: they all come from the modules. The modules
     # that use the map name no backend either (a format, such as "onnx", is part of the bundle's contract).
     assert not (backend_words | format_words) & _literals(folder / "base.py")
-    for name in ("bundle", "classifier", "inference", "bench", "cli"):
+    for name in ("bundle/manifest", "run/classifier", "run/inference", "tools/bench", "cli"):
         path = REPO_ROOT / "hear_edge" / f"{name}.py"
         assert not (backend_words - format_words) & _literals(path), path
 
@@ -233,7 +233,7 @@ def litert_on_tflite_runtime(monkeypatch):
 def test_the_litert_backend_falls_back_to_the_tflite_runtime_module(litert_on_tflite_runtime):
     """The default bundle's int8 graphs load on the tflite_runtime module (their self-test passes: the
     interpreter underneath is ai-edge-litert's) and the error messages name that runtime."""
-    from hear_edge.classifier import default_bundle_path
+    from hear_edge.run.classifier import default_bundle_path
 
     assert base.runtime_package("litert") == "tflite_runtime"
     bundle = default_bundle_path()  # its graphs are int8 only
@@ -261,17 +261,17 @@ def test_a_runtime_failure_is_an_inference_error_naming_the_backend_and_graph():
 
 
 def test_graph_tensor_names_are_typed_once_in_the_schema():
-    from hear_edge import schema
+    from hear_edge.bundle import schema
 
     names = {schema.LOG_MEL, schema.ACOUSTIC, schema.SPECTRUM_PAIRS, schema.LOGITS, schema.POOLED, schema.VALID_FRAMES}
     assert len(names) == 6
-    for path in ("export/graphs.py", "export/formats.py", "hear_edge/inference.py"):
+    for path in ("export/graphs.py", "export/formats.py", "hear_edge/run/inference.py"):
         assert not names & _literals(REPO_ROOT / path), path
 
 
 def test_onnx_sessions_share_one_arena_unless_told_not_to_and_answer_the_same(monkeypatch):
     pytest.importorskip("onnxruntime")
-    from hear_edge.signals import synthetic_clip
+    from hear_edge.bundle.gates import synthetic_clip
 
     wave = synthetic_clip(2.0, seed=3)
     shared = HearEdge.load(backend="onnx", precision="int8", num_threads=1)

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import REPO_ROOT
 from hear_edge import HearEdge
-from hear_edge.batch import expand_inputs, open_run, run_batch
 from hear_edge.errors import InvalidArgumentError
+from hear_edge.tools.batch import expand_inputs, open_run, run_batch
 
 BUNDLE = REPO_ROOT / "tests" / "data" / "tiny-golden.hearedge"
 CLIPS = REPO_ROOT / "examples" / "clips"

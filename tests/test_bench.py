@@ -4,10 +4,10 @@ import shutil
 import numpy as np
 import pytest
 
-from hear_edge.bench import _percentile, compare, markdown_table, parity_seconds, run_bench
-from hear_edge.bundle import Manifest, read_manifest
-from hear_edge.macs import model_flops
-from hear_edge.signals import PARITY_SECONDS
+from hear_edge.bundle.gates import PARITY_SECONDS
+from hear_edge.bundle.manifest import Manifest, read_manifest
+from hear_edge.reference.macs import model_flops
+from hear_edge.tools.bench import _percentile, compare, markdown_table, parity_seconds, run_bench
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_compare_flags_regressions(quick_report):
 
 def test_plots_and_cli_outputs(quick_report, tmp_path):
     pytest.importorskip("matplotlib")
-    from hear_edge.bench import plot
+    from hear_edge.tools.bench import plot
 
     paths = plot(quick_report, tmp_path)
     assert [p.name for p in paths] == ["latency.png", "rtf.png"]
@@ -148,8 +148,8 @@ def test_package_versions_lists_the_installed_ones_in_order():
 def test_op_profile_sums_onnxruntimes_kernel_times_by_op_type():
     pytest.importorskip("onnxruntime")
     from hear_edge import HearEdge
-    from hear_edge.bench import op_profile
-    from hear_edge.signals import synthetic_clip
+    from hear_edge.bundle.gates import synthetic_clip
+    from hear_edge.tools.bench import op_profile
 
     model = HearEdge.load(backend="onnx", precision="int8", num_threads=1)  # the shipped bundle
     profile = op_profile(model, synthetic_clip(7.0, seed=100), calls=2)  # 350 frames: two windows

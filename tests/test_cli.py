@@ -36,8 +36,8 @@ import soundfile  # noqa: E402
 
 from conftest import REPO_ROOT  # noqa: E402
 from hear_edge import __version__  # noqa: E402
-from hear_edge.classifier import DEFAULT_MAX_RESULTS  # noqa: E402
 from hear_edge.cli import build_parser  # noqa: E402
+from hear_edge.run.classifier import DEFAULT_MAX_RESULTS  # noqa: E402
 
 BUNDLE = REPO_ROOT / "tests" / "data" / "tiny-golden.hearedge"
 CLIP = REPO_ROOT / "examples" / "clips" / "yes.wav"

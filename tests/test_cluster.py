@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT
-from hear_edge.batch import expand_inputs, run_batch
+from hear_edge.tools.batch import expand_inputs, run_batch
 
 distributed = pytest.importorskip("distributed")
 
@@ -32,7 +32,7 @@ def files(tmp_path):
 
 
 def test_workers_load_the_bundle_once_and_match_the_local_batch(cluster, files, tmp_path):
-    from hear_edge.cluster import run_on_cluster
+    from hear_edge.tools.cluster import run_on_cluster
 
     out = tmp_path / "cluster.jsonl"
     with distributed.Client(cluster) as client:

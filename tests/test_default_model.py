@@ -9,10 +9,10 @@ import pytest
 
 from conftest import REPO_ROOT
 from hear_edge import HearEdge
-from hear_edge.audio import load_input
-from hear_edge.bundle import read_manifest
-from hear_edge.classifier import default_bundle_path
+from hear_edge.bundle.manifest import read_manifest
+from hear_edge.run.classifier import default_bundle_path
 from hear_edge.runtimes.base import backend_installed
+from hear_edge.signal.audio import load_input
 
 HELDOUT = REPO_ROOT / "tests" / "data" / "kws_heldout"
 HELDOUT_NATURAL = REPO_ROOT / "tests" / "data" / "kws_heldout_natural"
@@ -50,7 +50,7 @@ def test_the_default_bundle_passed_its_int8_gate_on_real_audio():
 
 
 def test_default_bundle_reproduces_its_stored_reference_outputs(default_model):
-    from hear_edge.signals import synthetic_clips
+    from hear_edge.bundle.gates import synthetic_clips
 
     stored = read_manifest(default_bundle_path()).parity["reference_outputs"]
     for name, wave in synthetic_clips().items():
@@ -92,7 +92,7 @@ def test_detections_on_the_fixed_heldout_stream_at_the_recommended_threshold(bac
 
     from evaluate_stream import score, stream_results
 
-    from hear_edge.streaming import replay_detections
+    from hear_edge.run.streaming import replay_detections
 
     model = HearEdge.load(backend=backend)
     threshold = model.manifest.stream_score_threshold

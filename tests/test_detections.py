@@ -9,9 +9,9 @@ import pytest
 
 from conftest import REPO_ROOT, TINY_CASES, TINY_GOLDEN
 from hear_edge import HearEdge
-from hear_edge.bundle import default_background_labels, read_manifest
+from hear_edge.bundle.manifest import default_background_labels, read_manifest
 from hear_edge.errors import ConfigError, InvalidArgumentError, LabelError
-from hear_edge.streaming import replay_detections
+from hear_edge.run.streaming import replay_detections
 
 BUNDLE = REPO_ROOT / "tests" / "data" / "tiny-golden.hearedge"
 
@@ -117,7 +117,7 @@ def test_stream_scoring_counts_hits_misses_duplicates_and_false_alarms():
     sys.path.insert(0, str(REPO_ROOT / "examples"))
     from evaluate_stream import score
 
-    from hear_edge.classifier import Category
+    from hear_edge.run.classifier import Category
 
     class Window:
         def __init__(self, start_s, end_s):

@@ -7,14 +7,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import REAL_AUDIO, TINY_CASES, TINY_GOLDEN, TINY_LABELS  # noqa: E402
-from hear_edge.bundle import Manifest, read_manifest  # noqa: E402
-from hear_edge import gates  # noqa: E402
-from hear_edge.config import HearConfig  # noqa: E402
+from hear_edge.bundle import gates  # noqa: E402
+from hear_edge.bundle.manifest import Manifest, read_manifest  # noqa: E402
 from hear_edge.errors import BundleError, ConfigError, LabelError, ParityError  # noqa: E402
 from hear_edge.export import export_bundle, load_labels  # noqa: E402
-from hear_edge.frontend import compute_features  # noqa: E402
-from hear_edge.inference import InferenceEngine  # noqa: E402
-from hear_edge.model import HEAR, load_checkpoint  # noqa: E402
+from hear_edge.reference.config import HearConfig  # noqa: E402
+from hear_edge.reference.model import HEAR, load_checkpoint  # noqa: E402
+from hear_edge.run.inference import InferenceEngine  # noqa: E402
+from hear_edge.signal.frontend import compute_features  # noqa: E402
 
 FP32_BOUND = 1e-3
 VARIANTS = [("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8")]
@@ -58,8 +58,8 @@ def test_int8_gates_hold_on_real_audio(tiny_bundle, fmt):
 
 @pytest.mark.parametrize("fmt,precision", VARIANTS)
 def test_every_graph_records_a_probe_that_passes_on_every_installed_backend(tiny_bundle, fmt, precision):
+    from hear_edge.bundle.selftest import PROBE_TOLERANCE, self_test
     from hear_edge.runtimes.base import FORMAT_BACKENDS, backend_installed, open_graph
-    from hear_edge.selftest import PROBE_TOLERANCE, self_test
 
     manifest = read_manifest(tiny_bundle)
     backends = [b for b in FORMAT_BACKENDS[fmt] if backend_installed(b)]

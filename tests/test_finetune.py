@@ -8,11 +8,11 @@ torch = pytest.importorskip("torch")
 
 from conftest import TINY_GOLDEN  # noqa: E402
 from hear_edge import HearEdge  # noqa: E402
-from hear_edge.export import export_bundle  # noqa: E402
 from hear_edge.errors import CheckpointError, InvalidArgumentError  # noqa: E402
-from hear_edge.finetune import _initial_model, finetune  # noqa: E402
-from hear_edge.model import load_checkpoint  # noqa: E402
-from hear_edge.training import read_labelled_folders, speed_perturb  # noqa: E402
+from hear_edge.export import export_bundle  # noqa: E402
+from hear_edge.reference.model import load_checkpoint  # noqa: E402
+from hear_edge.training.finetune import _initial_model, finetune  # noqa: E402
+from hear_edge.training.toolkit import read_labelled_folders, speed_perturb  # noqa: E402
 
 
 def _make_tone_set(root, per_class=12, seed=0):
@@ -86,7 +86,7 @@ def test_reading_labelled_folders(tone_set):
 
 
 def test_frequency_warp_moves_the_spectrum_from_f_to_f_times_factor():
-    from hear_edge.training import _bin_centres_hz, _warp_frequency
+    from hear_edge.training.toolkit import _bin_centres_hz, _warp_frequency
 
     model = load_checkpoint(TINY_GOLDEN / "state_dict.pt")
     mel_hz, power_hz = _bin_centres_hz(model.preprocessor.n_fft)
@@ -234,7 +234,7 @@ def test_resume_refuses_another_runs_settings_and_a_missing_state(tone_set, tmp_
 
 
 def test_precision_auto_follows_the_cpu_flags_and_the_others_force_it(monkeypatch):
-    from hear_edge import training
+    from hear_edge.training import toolkit as training
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)

@@ -15,12 +15,14 @@ import soundfile
 import soxr
 
 from conftest import REPO_ROOT
-from hear_edge import HearEdge, audio, batch
-from hear_edge.audio import MAX_ONE_FRAME_CHANNELS, audio_blocks
-from hear_edge.bundle import CHECKSUM_NAME
-from hear_edge.classifier import DEFAULT_MAX_RESULTS
+from hear_edge import HearEdge
+from hear_edge.bundle.manifest import CHECKSUM_NAME
 from hear_edge.cli import build_parser, main
 from hear_edge.errors import BundleError, InvalidAudioError
+from hear_edge.run.classifier import DEFAULT_MAX_RESULTS
+from hear_edge.signal import audio
+from hear_edge.signal.audio import MAX_ONE_FRAME_CHANNELS, audio_blocks
+from hear_edge.tools import batch
 
 TINY = REPO_ROOT / "tests" / "data" / "tiny-golden.hearedge"
 CLIPS = REPO_ROOT / "examples" / "clips"
@@ -255,7 +257,7 @@ def test_an_unreadable_file_shows_no_python_object(tmp_path, capsys):
 
 
 def test_top_k_defaults_to_the_librarys_max_results():
-    from hear_edge.cluster import run_on_cluster
+    from hear_edge.tools.cluster import run_on_cluster
 
     parsed = build_parser().parse_args(["classify", "x.wav"])
     assert parsed.top_k == DEFAULT_MAX_RESULTS

@@ -4,7 +4,7 @@ import pytest
 from conftest import TINY_CASES, TINY_GOLDEN
 from hear_edge import compute_features
 from hear_edge.errors import AudioTooShortError, InvalidAudioError
-from hear_edge.frontend import LogMelFrontend, mel_filterbank
+from hear_edge.signal.frontend import LogMelFrontend, mel_filterbank
 
 FEATURE_BOUND = 1e-3
 

@@ -1,10 +1,10 @@
-"""The parity gates (hear_edge.gates): one set of thresholds and one verdict for the export and the bench."""
+"""The parity gates (hear_edge.bundle.gates): one set of thresholds and one verdict for the export and the bench."""
 
 import numpy as np
 import pytest
 
-from hear_edge import gates
-from hear_edge.bench import _parity
+from hear_edge.bundle import gates
+from hear_edge.tools.bench import _parity
 
 
 def _figures(diff=0.0, cos=1.0, agree=1.0):

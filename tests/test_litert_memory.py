@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from hear_edge.classifier import default_bundle_path
 from hear_edge.errors import BundleError
+from hear_edge.run.classifier import default_bundle_path
 from hear_edge.runtimes import litert
 
 pytest.importorskip("ai_edge_litert.interpreter", reason="the litert backend's int8 graphs need ai-edge-litert")
@@ -80,7 +80,7 @@ if sys.argv[2] == "interpreter":
     import hear_edge.runtimes.litert as litert
     litert.weight_cache_safe = lambda: False
 from hear_edge import HearEdge
-from hear_edge.signals import synthetic_clip
+from hear_edge.bundle.gates import synthetic_clip
 model = HearEdge.load(backend=sys.argv[1], precision="int8")
 model.classify(synthetic_clip(1.0, seed=100), 16000)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import REPO_ROOT
 from hear_edge import HearEdge
-from hear_edge import bundle as bundle_module
-from hear_edge.bundle import CHECKSUM_NAME
+from hear_edge.bundle import manifest as bundle_module
+from hear_edge.bundle.manifest import CHECKSUM_NAME
 from hear_edge.errors import BundleError
 
 TINY = REPO_ROOT / "tests" / "data" / "tiny-golden.hearedge"

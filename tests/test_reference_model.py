@@ -8,9 +8,9 @@ torch = pytest.importorskip("torch")
 
 from conftest import TINY_CASES, TINY_GOLDEN  # noqa: E402
 from hear_edge.errors import CheckpointError, ClipTooLongError, ConfigError  # noqa: E402
-from hear_edge.frontend import compute_features  # noqa: E402
-from hear_edge.model import (HEAR, MultiHeadSelfAttentionWithRelativePosition, infer_config,  # noqa: E402
-                             load_checkpoint, reference_outputs)
+from hear_edge.reference.model import (HEAR, MultiHeadSelfAttentionWithRelativePosition, infer_config, load_checkpoint,  # noqa: E402
+                                       reference_outputs)
+from hear_edge.signal.frontend import compute_features  # noqa: E402
 
 LOGIT_BOUND = 1e-4
 FRONTEND_FED_BOUND = 1e-3

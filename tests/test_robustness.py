@@ -19,9 +19,9 @@ import soundfile
 
 from conftest import REPO_ROOT, TINY_GOLDEN
 from hear_edge import HearEdge, hear_api
-from hear_edge.bundle import CHECKSUM_NAME, Manifest, bundle_file, read_manifest
-from hear_edge.errors import (AudioTooShortError, BundleError, HearEdgeError, InvalidArgumentError,
-                              InvalidAudioError, LabelError)
+from hear_edge.bundle.manifest import CHECKSUM_NAME, Manifest, bundle_file, read_manifest
+from hear_edge.errors import (AudioTooShortError, BundleError, HearEdgeError, InvalidArgumentError, InvalidAudioError,
+                              LabelError)
 
 TINY = REPO_ROOT / "tests" / "data" / "tiny-golden.hearedge"
 TINY_SCHEMA_1 = REPO_ROOT / "tests" / "data" / "tiny-golden-schema1.hearedge"
@@ -225,7 +225,7 @@ _DELETE = object()
     (["extra_field"], 1, r"manifest top level has unknown field\(s\) \['extra_field'\].*upgrade hear-edge"),
     (["streaming"], {"hop_seconds": 0}, r"streaming\.hop_seconds must be a number in \(0, 30\], got 0"),
     (["streaming"], {"context_seconds": 1e9}, r"streaming\.context_seconds must be a number in \(0, 30\]"),
-    # The limits create_stream holds them to (hear_edge.stream_timing), not looser ones of its own:
+    # The limits create_stream holds them to (hear_edge.signal.stream_timing), not looser ones of its own:
     (["streaming"], {"context_seconds": 1.0, "hop_seconds": 0.013},
      r"streaming\.hop_seconds must be between 0\.05 and 30\.0 s, got 0\.013"),
     (["streaming"], {"context_seconds": 1.0, "hop_seconds": 0.123},
@@ -249,7 +249,7 @@ def test_every_manifest_field_is_checked_and_named(path, value, message):
 
 def test_the_supported_frontend_is_the_frontend_defaults_not_a_copy():
     code = ("import importlib\n"
-            "from hear_edge import frontend, manifest_check\n"
+            "from hear_edge.signal import frontend\nfrom hear_edge.bundle import manifest_check\n"
             "defaults = list(frontend.FrontendParams.__init__.__defaults__)\n"
             "defaults[3] = 320  # hop_samples\n"
             "frontend.FrontendParams.__init__.__defaults__ = tuple(defaults)\n"

@@ -91,7 +91,7 @@ def test_resampled_copies_give_the_same_answer(onnx_model):
 
 
 def test_a_tone_above_8khz_does_not_alias_into_the_16khz_features(onnx_model):
-    from hear_edge.classifier import _resampled_mono
+    from hear_edge.run.classifier import _resampled_mono
 
     rate = 48000
     t = np.arange(rate * 2) / rate

@@ -1,4 +1,4 @@
-"""The segment planner (hear_edge.segments): one rule, read from the bundle's max_task_frames, used by
+"""The segment planner (hear_edge.signal.segments): one rule, read from the bundle's max_task_frames, used by
 classify, embed, streams, the bench and `hear-edge info`. Torch-free: runs on the shipped tiny bundle."""
 
 import hashlib
@@ -12,9 +12,9 @@ import pytest
 
 from conftest import REPO_ROOT
 from hear_edge import HearEdge
-from hear_edge.bundle import CHECKSUM_NAME
+from hear_edge.bundle.manifest import CHECKSUM_NAME
 from hear_edge.errors import BundleError, InvalidArgumentError, InvalidAudioError
-from hear_edge.segments import last_segment_start, segment_samples, split_segments
+from hear_edge.signal.segments import last_segment_start, segment_samples, split_segments
 
 TINY = REPO_ROOT / "tests" / "data" / "tiny-golden.hearedge"
 

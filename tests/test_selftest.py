@@ -1,4 +1,4 @@
-"""The self-test at load (hear_edge.selftest): a runtime that computes a graph wrong is refused.
+"""The self-test at load (hear_edge.bundle.selftest): a runtime that computes a graph wrong is refused.
 
 Torch-free: probes are recorded here on the shipped tiny bundle's ONNX graphs (as export records
 them), and the shipped default bundle carries its own.
@@ -15,11 +15,11 @@ import pytest
 from conftest import REPO_ROOT
 from hear_edge import HearEdge, SelfTestError
 from hear_edge import cli
-from hear_edge.bundle import CHECKSUM_NAME, read_manifest
-from hear_edge.classifier import default_bundle_path
+from hear_edge.bundle.manifest import CHECKSUM_NAME, read_manifest
+from hear_edge.bundle.selftest import PROBE_TOLERANCE, self_test, splitmix64, with_probe
 from hear_edge.errors import BundleError, HearEdgeError, InvalidArgumentError
+from hear_edge.run.classifier import default_bundle_path
 from hear_edge.runtimes import base
-from hear_edge.selftest import PROBE_TOLERANCE, self_test, splitmix64, with_probe
 
 TINY = REPO_ROOT / "tests" / "data" / "tiny-golden.hearedge"
 YES = REPO_ROOT / "examples" / "clips" / "yes.wav"

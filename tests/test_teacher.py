@@ -12,12 +12,12 @@ torch = pytest.importorskip("torch")
 
 from conftest import REPO_ROOT, TINY_GOLDEN  # noqa: E402
 from hear_edge.errors import InvalidArgumentError, TeacherUnavailableError  # noqa: E402
-from hear_edge.finetune import _TeacherRegulariser, finetune  # noqa: E402
-from hear_edge.model import HEAR, load_checkpoint  # noqa: E402
-from hear_edge.config import HearConfig  # noqa: E402
-from hear_edge.teacher import (TeacherCache, cache_key, load_teacher, teacher_loss, whisper_frame_count,  # noqa: E402
-                               whisper_log_mel)
-from hear_edge.training import LabelledAudio, batch_logits  # noqa: E402
+from hear_edge.reference.config import HearConfig  # noqa: E402
+from hear_edge.reference.model import HEAR, load_checkpoint  # noqa: E402
+from hear_edge.training.finetune import _TeacherRegulariser, finetune  # noqa: E402
+from hear_edge.training.teacher import (TeacherCache, cache_key, load_teacher, teacher_loss, whisper_frame_count,  # noqa: E402
+                                        whisper_log_mel)
+from hear_edge.training.toolkit import LabelledAudio, batch_logits  # noqa: E402
 from test_finetune import _make_tone_set  # noqa: E402
 
 REAL_VOICE = REPO_ROOT / "tests" / "data" / "real_voice"

@@ -25,13 +25,12 @@ pytest.importorskip("litert_torch")
 
 from conftest import TINY_CASES, TINY_GOLDEN, TINY_LABELS  # noqa: E402
 from hear_edge import HearEdge  # noqa: E402
-from hear_edge.bundle import read_manifest  # noqa: E402
+from hear_edge.bundle.manifest import read_manifest  # noqa: E402
 from hear_edge.errors import BundleError, ConfigError  # noqa: E402
 from hear_edge.export import export_bundle  # noqa: E402
-from hear_edge.export.compat import (COMPAT_OPS, ErfGelu, check_compat_ops, erfc_nonnegative,  # noqa: E402
-                                     graph_ops, parse_compat)
-from hear_edge.frontend import compute_features  # noqa: E402
-from hear_edge.inference import InferenceEngine, spectrum_pairs  # noqa: E402
+from hear_edge.export.compat import (COMPAT_OPS, ErfGelu, check_compat_ops, erfc_nonnegative, graph_ops, parse_compat)  # noqa: E402
+from hear_edge.run.inference import InferenceEngine, spectrum_pairs  # noqa: E402
+from hear_edge.signal.frontend import compute_features  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ONNX_REFERENCE = HERE / "data" / "tiny-golden.hearedge"  # the same checkpoint's fp32 ONNX graphs
@@ -145,7 +144,7 @@ def test_bucket_files_are_hashed_and_described(compat_bundle, tmp_path):
         read_manifest(copy)
     data = json.loads((compat_bundle / "manifest.json").read_text())
     data["graphs"][1]["bucket_files"] = data["graphs"][1]["bucket_files"][:-1]
-    from hear_edge.manifest_check import validate_manifest
+    from hear_edge.bundle.manifest_check import validate_manifest
     with pytest.raises(BundleError, match=r"graphs\[1\].bucket_files must be a list of 10 files, one per frame"):
         validate_manifest(data)
 

@@ -42,8 +42,8 @@ if _REASON:
                        f"tests: {_REASON}")
 
 from hear_edge import HearEdge, SelfTestError  # noqa: E402
-from hear_edge.bundle import read_manifest  # noqa: E402
-from hear_edge.classifier import default_bundle_path  # noqa: E402
+from hear_edge.bundle.manifest import read_manifest  # noqa: E402
+from hear_edge.run.classifier import default_bundle_path  # noqa: E402
 from hear_edge.runtimes.base import runtime_package  # noqa: E402
 
 BUNDLE = Path(FIXTURE) / "tiny.hearedge"

@@ -9,14 +9,14 @@ from conftest import REAL_AUDIO, TINY_GOLDEN, TINY_LABELS  # noqa: E402
 from test_finetune import _make_tone_set  # noqa: E402
 
 from hear_edge import HearEdge  # noqa: E402
-from hear_edge.macs import acoustic_macs, acoustic_window_macs  # noqa: E402
 from hear_edge.cli import main  # noqa: E402
-from hear_edge.config import HearConfig  # noqa: E402
 from hear_edge.errors import ConfigError, InvalidArgumentError  # noqa: E402
 from hear_edge.export import export_bundle  # noqa: E402
-from hear_edge.finetune import finetune  # noqa: E402
-from hear_edge.model import load_checkpoint  # noqa: E402
-from hear_edge.trim import TrimMasks, UnitGates, parameter_count, remove_masked_units, trim  # noqa: E402
+from hear_edge.reference.config import HearConfig  # noqa: E402
+from hear_edge.reference.macs import acoustic_macs, acoustic_window_macs  # noqa: E402
+from hear_edge.reference.model import load_checkpoint  # noqa: E402
+from hear_edge.training.finetune import finetune  # noqa: E402
+from hear_edge.training.trim import TrimMasks, UnitGates, parameter_count, remove_masked_units, trim  # noqa: E402
 
 # Layer 0 keeps heads 1 and 3 and no FFN channel; layer 1 keeps no head and half its channels:
 # both kinds of vanished sublayer and both kinds of partial one.

@@ -8,9 +8,9 @@ import pytest
 
 from conftest import REPO_ROOT, TINY_CASES, TINY_GOLDEN
 from hear_edge import HearEdge
-from hear_edge.bundle import read_manifest
-from hear_edge.frontend import compute_features
-from hear_edge.inference import InferenceEngine
+from hear_edge.bundle.manifest import read_manifest
+from hear_edge.run.inference import InferenceEngine
+from hear_edge.signal.frontend import compute_features
 
 OLD_BUNDLE = REPO_ROOT / "tests" / "data" / "tiny-golden-schema1.hearedge"  # a static 300-frame window
 EXACT = 1e-5
@@ -21,7 +21,7 @@ LENGTHS = [2, 3, 39, 50, 51, 100, 149, 150, 151, 250, 299, 300]
 def static_window():
     """The reference model's own masked window, padded to 300 frames as the static graph ran it."""
     torch = pytest.importorskip("torch")
-    from hear_edge.model import load_checkpoint
+    from hear_edge.reference.model import load_checkpoint
 
     model = load_checkpoint(TINY_GOLDEN / "state_dict.pt")
 
@@ -131,13 +131,13 @@ def test_the_shipped_model_streams_with_its_training_clip_length():
 
 def test_export_reads_the_training_clip_length_that_finetune_writes(tmp_path):
     pytest.importorskip("torch")
-    from hear_edge.bundle import stream_settings
+    from hear_edge.bundle.manifest import stream_settings
 
     assert stream_settings(1.0, 6.0) == {"clip_seconds": 1.0, "context_seconds": 1.0, "hop_seconds": 0.25}
     assert stream_settings(10.0, 6.0) == {"clip_seconds": 10.0, "context_seconds": 6.0, "hop_seconds": 1.0}
     assert stream_settings(None, 6.0)["context_seconds"] == 6.0
     from hear_edge.export.api import _streaming
-    from hear_edge.model import load_checkpoint
+    from hear_edge.reference.model import load_checkpoint
 
     checkpoint = tmp_path / "tuned.pt"
     shutil.copy(TINY_GOLDEN / "state_dict.pt", checkpoint)
@@ -155,7 +155,7 @@ def test_a_bad_training_clip_length_is_a_config_error(tmp_path):
     pytest.importorskip("torch")
     from hear_edge.errors import ConfigError
     from hear_edge.export.api import _streaming
-    from hear_edge.model import load_checkpoint
+    from hear_edge.reference.model import load_checkpoint
 
     checkpoint = tmp_path / "tuned.pt"
     shutil.copy(TINY_GOLDEN / "state_dict.pt", checkpoint)

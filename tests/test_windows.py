@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hear_edge.windows import blend_weights, overlap_add, plan_windows
+from hear_edge.signal.windows import blend_weights, overlap_add, plan_windows
 
 
 def _official_plan(length, window=300, overlap=50):

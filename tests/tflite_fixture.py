@@ -26,7 +26,7 @@ CLIPS = REPO_ROOT / "examples" / "clips"
 
 def labelled_clips(folder: Path, labels: list[str]) -> list[tuple[str, int]]:
     """(path relative to the repository, label index) of each clip of a kws folder, in sorted order."""
-    from hear_edge.audio import AUDIO_SUFFIXES
+    from hear_edge.signal.audio import AUDIO_SUFFIXES
 
     return [(str(p.relative_to(REPO_ROOT)), labels.index(p.parent.name))
             for p in sorted(folder.glob("*/*")) if p.suffix.lower() in AUDIO_SUFFIXES and p.parent.name in labels]
@@ -44,8 +44,8 @@ def per_channel_copy(bundle: Path, out: Path) -> Path:
 
     from ai_edge_quantizer import quantizer, recipe
 
-    from hear_edge.bundle import read_manifest, sha256_file
-    from hear_edge.selftest import with_probe
+    from hear_edge.bundle.manifest import read_manifest, sha256_file
+    from hear_edge.bundle.selftest import with_probe
 
     if out.exists():
         shutil.rmtree(out)
@@ -68,8 +68,8 @@ def per_channel_copy(bundle: Path, out: Path) -> Path:
 
 def main(out: str) -> None:
     from hear_edge import HearEdge
-    from hear_edge.classifier import default_bundle_path
     from hear_edge.export import export_bundle
+    from hear_edge.run.classifier import default_bundle_path
     from hear_edge.runtimes.base import runtime_package
 
     if runtime_package("litert") != "ai_edge_litert":

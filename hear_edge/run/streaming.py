@@ -1,0 +1,249 @@
+"""Streaming classification: audio in chunks of any size, a result every hop over the last context.
+
+Causal normalisation: the reference normalises over the whole clip, which a stream cannot see.
+A stream result covers the window [end - context, end) (shorter while the stream is younger than
+the context) and normalises over that window alone, exactly as `classify` normalises a clip. So a
+stream's result for a window equals `classify` of that window's audio, whatever the chunk sizes.
+
+Work is not repeated: each STFT frame is computed once from the raw samples, when its 400 samples
+have arrived. A window's DC removal is applied to the cached spectra as a linear correction
+(X(x - m) = X(x) - m X(1)); only the few frames at a window's edges, where the reference reflects
+the signal, are computed per window. Each window's acoustic graph runs once, for its result.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from hear_edge.errors import AudioTooShortError, InvalidAudioError
+from hear_edge.signal.audio import check_array, check_sample_rate, mono_resampler
+from hear_edge.signal.frontend import SAMPLE_RATE_HZ, FrontendParams
+from hear_edge.signal.stream_timing import check_stream_timing
+from .results import Category, ClassificationResult, _ResultFilter, build_result
+
+# The frontend's frame grid, which the stream's frame cache follows.
+_HOP = FrontendParams().hop_samples
+_HALF_WINDOW = FrontendParams().window_samples // 2
+
+
+class _Detections:
+    """The detection rule (see `ClassificationStream`), over results in stream order."""
+
+    def __init__(self, background: set[int]):
+        self._background = background
+        self._last_hit_end_s: dict[int, float] = {}  # label index -> end of the last window that hit it
+
+    def detect(self, result) -> Category | None:
+        best = result.categories[0] if result.categories else None
+        # The best kept category is a hit only if it is the best of all labels and not background.
+        if best is None or best.index in self._background or best.score < float(result.scores.max()):
+            return None
+        overlaps = self._last_hit_end_s.get(best.index, -1.0) > result.start_s
+        self._last_hit_end_s[best.index] = result.end_s
+        return None if overlaps else best
+
+
+def replay_detections(results, labels: list[str], background_labels, score_threshold: float | None) -> list:
+    """The detections a stream with `score_threshold` reports, from the results of the same stream
+    run with score_threshold=None: one stream run serves a sweep of thresholds.
+
+    Args:
+        results: a stream's ClassificationResults in order (any max_results; every score is kept).
+        labels, background_labels: the model's (`model.labels`, `model.manifest.background_labels`).
+        score_threshold: a probability in [0, 1], or None.
+
+    Returns:
+        (result, detected Category) pairs, in order.
+    """
+    keep = _ResultFilter(labels, 1, score_threshold, None, None)
+    detections = _Detections({labels.index(label) for label in background_labels})
+    found = []
+    for result in results:
+        kept = ClassificationResult(keep(result.scores, result.logits), result.scores, result.logits, labels,
+                                    result.start_s, result.end_s)
+        detected = detections.detect(kept)
+        if detected is not None:
+            found.append((result, detected))
+    return found
+
+
+class ClassificationStream:
+    """Per-stream state over a shared HearEdge model. Thread-safe; create one per audio source.
+
+    Each result runs the Acoustic Model on its own context only (a 1 s context is a 50-frame
+    window), so a stream costs about context / hop times the offline work of the same audio.
+
+    Detections: a result whose best label is not one of the bundle's background labels
+    (`manifest.background_labels`, e.g. `_unknown_`, `_silence_`), is let through by the
+    allowlist / denylist and scores at least the score threshold is a hit. A hit starts a
+    detection (`result.detection`, its category) unless its window overlaps the window of the last
+    hit of the same label: one word heard in several overlapping windows is one detection.
+    """
+
+    def __init__(self, model, hop_seconds: float, context_seconds: float, keep):
+        self.model = model
+        self.hop_samples, self.context_samples = check_stream_timing(hop_seconds, context_seconds,
+                                                                     model.segment_samples / SAMPLE_RATE_HZ)
+        self._keep = keep
+        self._background = {model.labels.index(label) for label in model.manifest.background_labels}
+        self._frontend = model.frontend
+        self._lock = threading.Lock()
+        self.reset()
+
+    @property
+    def score_threshold(self) -> float | None:
+        """The threshold categories and detections are held to (None: none)."""
+        return self._keep.score_threshold
+
+    @property
+    def hop_seconds(self) -> float:
+        return self.hop_samples / SAMPLE_RATE_HZ
+
+    @property
+    def context_seconds(self) -> float:
+        return self.context_samples / SAMPLE_RATE_HZ
+
+    def reset(self) -> None:
+        """Forget all audio; the next chunk starts a new stream (and may use another sample rate)."""
+        with self._lock:
+            self._reset()
+
+    def _reset(self) -> None:  # the caller holds self._lock
+        self._rate = None
+        self._channels = None
+        self._resampler = None
+        self._buffer = np.zeros(4 * self.context_samples)  # mono float64 at 16 kHz ...
+        self._size = 0                                       # ... of which this much is filled,
+        self._offset = 0                                     # from this absolute sample on
+        self._received = 0
+        self._spectra = {}          # absolute frame index -> spectrum of the raw samples
+        self._next_frame = 2        # frames 0 and 1 reach before the stream's start
+        self._next_end = self.hop_samples
+        self._last_end = 0
+        self._detections = _Detections(self._background)
+
+    def accept_waveform(self, samples: np.ndarray, sample_rate: int) -> list:
+        """Add a chunk of any size; returns the results (ClassificationResult) that became ready.
+
+        Args:
+            samples: (samples,) or (samples, channels), float in [-1, 1] or integer PCM, the same
+                channel count and rate on every call. A chunk of any length, one frame included, is
+                taken as (samples, channels) once an earlier chunk fixed the channel count; a first
+                chunk of one frame, (1, c), is one frame of c channels for c up to
+                `hear_edge.signal.audio.MAX_ONE_FRAME_CHANNELS` (8); see `hear_edge.signal.audio.check_array`.
+            sample_rate: the chunk's rate, 8 kHz to 192 kHz.
+        """
+        with self._lock:
+            rate = check_sample_rate(sample_rate)
+            if self._rate is not None and rate != self._rate:
+                raise InvalidAudioError(f"sample rate changed mid-stream from {self._rate} to {rate} Hz; call "
+                                        f"reset() (or create a new stream) before sending audio at another rate.")
+            mono = self._mono(samples)
+            self._rate = rate
+            if rate != SAMPLE_RATE_HZ:
+                if self._resampler is None:
+                    self._resampler = mono_resampler(rate)
+                mono = self._resampler.resample_chunk(mono)
+            return self._push(mono)
+
+    def flush(self) -> list:
+        """End of audio: the result for the last, partial hop (if any); the stream is then reset.
+
+        Raises:
+            AudioTooShortError: the stream got some audio, but too little for even one result.
+        """
+        with self._lock:
+            results = []
+            if self._resampler is not None:
+                results += self._push(self._resampler.resample_chunk(np.zeros(0), last=True))
+            end = self._received
+            start = max(0, end - self.context_samples)
+            if end > self._last_end and end - start >= self._frontend.min_samples:
+                results.append(self._result(start, end))
+            too_short = not results and self._last_end == 0 and 0 < end
+            self._reset()  # under the same lock: no chunk can land between the flush and the reset
+        if too_short:
+            raise AudioTooShortError(
+                f"the stream ended after {1000 * end / SAMPLE_RATE_HZ:.1f} ms of audio, too short for any result: "
+                f"HEAR needs at least {self._frontend.min_samples} samples at 16 kHz "
+                f"({1000 * self._frontend.min_samples / SAMPLE_RATE_HZ:.0f} ms). Send more audio before flush().")
+        return results
+
+    def _mono(self, samples) -> np.ndarray:
+        # Validated in full before any state changes: a refused chunk fixes nothing.
+        audio = check_array(samples, "chunk", allow_empty=True, channels=self._channels)
+        channels = audio.shape[1]
+        if self._channels is not None and channels != self._channels:
+            raise InvalidAudioError(f"the stream started with {self._channels} channel(s) and this chunk has "
+                                    f"{channels}; keep the layout, or reset() first.")
+        if len(audio):
+            self._channels = channels
+        return audio.astype(np.float64).mean(axis=1)
+
+    def _push(self, mono: np.ndarray) -> list:
+        if not len(mono):
+            return []
+        if self._size + len(mono) > len(self._buffer):
+            grown = np.zeros(max(2 * len(self._buffer), self._size + len(mono)))
+            grown[:self._size] = self._buffer[:self._size]
+            self._buffer = grown
+        self._buffer[self._size:self._size + len(mono)] = mono
+        self._size += len(mono)
+        self._received += len(mono)
+        # Cache every frame whose 400 samples have all arrived.
+        last_frame = (self._received - _HALF_WINDOW) // _HOP
+        if last_frame >= self._next_frame:
+            first = self._next_frame * _HOP - _HALF_WINDOW - self._offset
+            spectra = self._frontend.window_spectra(self._buffer[:self._size], first,
+                                                    last_frame - self._next_frame + 1)
+            for i, spectrum in enumerate(spectra):
+                self._spectra[self._next_frame + i] = spectrum
+            self._next_frame = last_frame + 1
+        results = []
+        while self._next_end <= self._received:
+            results.append(self._result(max(0, self._next_end - self.context_samples), self._next_end))
+            self._last_end = self._next_end
+            self._next_end += self.hop_samples
+        # Keep what the next window, or a flush now, can still need.
+        self._forget_before(max(0, self._received - self.context_samples) // _HOP * _HOP)
+        return results
+
+    def _forget_before(self, sample: int) -> None:
+        keep_from = min(sample, self._next_frame * _HOP - _HALF_WINDOW)
+        drop = keep_from - self._offset
+        if drop > 0 and self._size > len(self._buffer) // 2:  # compact only when the buffer fills
+            self._buffer[:self._size - drop] = self._buffer[drop:self._size]
+            self._size -= drop
+            self._offset = keep_from
+        first_needed = -(-(sample + _HALF_WINDOW) // _HOP)
+        for frame in [f for f in self._spectra if f < first_needed]:
+            del self._spectra[frame]
+
+    def _result(self, start: int, end: int):
+        started = time.perf_counter()
+        frontend = self._frontend
+        audio = self._buffer[start - self._offset:end - self._offset]
+        num_frames = frontend.num_frames(len(audio))
+        # Frames whose window lies inside [start, end) come from the cache; the edges are computed
+        # from the reflect-padded window, as the reference pads a clip.
+        first_inner = -(-_HALF_WINDOW // _HOP)
+        last_inner = (len(audio) - _HALF_WINDOW) // _HOP
+        padded = np.pad(audio, frontend.params.n_fft // 2, mode="reflect")
+        spectra = np.empty((num_frames, frontend.params.n_fft // 2 + 1), dtype=np.complex128)
+        cached = start % _HOP == 0  # a flushed tail can start between cached frames
+        for j in range(num_frames):
+            if cached and first_inner <= j <= last_inner:
+                spectra[j] = self._spectra[start // _HOP + j]
+            else:
+                spectra[j] = frontend.spectra(padded, j, 1)[0]
+        spectra -= audio.mean() * frontend.window_spectrum
+        features = frontend.features_from_log(*frontend.log_features_from_spectra(spectra))
+        frontend_ms = 1000 * (time.perf_counter() - started)
+        outputs = self.model.engine.run(*features)
+        result = build_result(outputs, self.model.labels, start / SAMPLE_RATE_HZ, end / SAMPLE_RATE_HZ, self._keep,
+                              {"frontend_ms": frontend_ms, **outputs.timings_ms})
+        result.detection = self._detections.detect(result)
+        return result
