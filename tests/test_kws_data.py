@@ -95,6 +95,43 @@ def test_build_is_deterministic_per_seed(mini_sources, tmp_path):
     assert rate == 16000 and audio.shape == (16000,)
 
 
+def test_the_command_line_builds_what_build_builds(mini_sources, tmp_path):
+    words, noise = mini_sources
+    mixing.build(tmp_path / "lib", words, noise, {"train": 3, "val": 1, "test": 2}, seed=5, progress=False)
+    subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "kws" / "kws.py"), "build", str(tmp_path / "cli"),
+                    str(words), str(noise), "--train", "3", "--val", "1", "--test", "2", "--seed", "5", "--quiet"],
+                   check=True, capture_output=True)
+    assert _digest(tmp_path / "cli") == _digest(tmp_path / "lib")
+    assert (tmp_path / "cli" / "metadata.csv").read_bytes() == (tmp_path / "lib" / "metadata.csv").read_bytes()
+
+
+def test_the_builders_modules_import_one_another_without_a_circle():
+    import ast
+
+    folder = REPO_ROOT / "examples" / "kws"
+    modules = {path.stem: path for path in folder.glob("*.py")}
+    imports = {}
+    for name, path in modules.items():  # function-level imports count too
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+        imports[name] = found & set(modules) - {name}
+    done = set()
+
+    def visit(name, path):
+        assert name not in path, f"import circle: {' -> '.join(path + [name])}"
+        if name not in done:
+            for other in sorted(imports[name]):
+                visit(other, path + [name])
+            done.add(name)
+
+    for name in sorted(modules):
+        visit(name, [])
+
+
 def test_test_voices_and_noises_never_reach_training(mini_sources, tmp_path):
     words, noise = mini_sources
     mixing.build(tmp_path / "set", words, noise, {"train": 6, "val": 2, "test": 6}, seed=0, progress=False)

