@@ -34,6 +34,7 @@ from mixing import build  # noqa: E402
 from hear_edge.finetune import finetune  # noqa: E402
 from hear_edge.training import LabelledAudio, evaluate  # noqa: E402
 
+
 def _build_part(job):
     out, words, noise, counts, seed = job
     build(out, words, noise, counts, seed=seed, progress=False)
