@@ -275,7 +275,7 @@ def test_real_talk_speaks_half_the_unknown_words_of_a_stream(mini_sources, extra
     assert not any(e["speaker"].startswith("queen:") for e in plain_events)
     with pytest.raises(aq.QueenDataError, match="lists no line of split 'val': transcribe more"):
         streams.render_stream(words, noise, "val", minutes=1.0, seed=5,
-                          talk_dir=_only_split(out, tmp_path, "train"))
+                              talk_dir=_only_split(out, tmp_path, "train"))
 
 
 def _only_split(out, tmp_path, split):

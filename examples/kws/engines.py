@@ -53,7 +53,6 @@ def _kokoro_accent(voice: str) -> str:
     return "en-gb" if base.startswith("b") else "en-us"
 
 
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

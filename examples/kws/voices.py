@@ -118,6 +118,7 @@ def is_reserved(engine: str, voice: str) -> bool:
             or any(fnmatch.fnmatch(v, pat) or fnmatch.fnmatch(v.split("+")[-1], pat)
                    for pat in RESERVED_VOICE_PATTERNS))
 
+
 # Renderings per (speaker, word).  Size target: <= 20 MB of FLAC in total.
 PLAN = {
     #            keyword reps, unknown words per speaker (None = all), reps per unknown word
