@@ -28,17 +28,16 @@ import numpy as np
 import soundfile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "kws"))
-import kws  # noqa: E402
+from common import LABELS  # noqa: E402  (the keyword-set builder's labels)
+from mixing import build  # noqa: E402
 
 from hear_edge.training.finetune import finetune  # noqa: E402
 from hear_edge.training.toolkit import LabelledAudio, evaluate  # noqa: E402
 
-LABELS = kws.LABELS
-
 
 def _build_part(job):
     out, words, noise, counts, seed = job
-    kws.build(out, words, noise, counts, seed=seed, progress=False)
+    build(out, words, noise, counts, seed=seed, progress=False)
     arrays = {}
     for split, count in counts.items():
         if count:

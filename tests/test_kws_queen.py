@@ -16,7 +16,11 @@ from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "examples" / "kws"))
 import amazon_queen as aq  # noqa: E402
-import kws  # noqa: E402
+import audio  # noqa: E402
+import common  # noqa: E402
+import mixing  # noqa: E402
+import splits  # noqa: E402
+import streams  # noqa: E402
 import teacher_check  # noqa: E402
 
 REAL = REPO_ROOT / "tests" / "data" / "real_voice"
@@ -44,7 +48,7 @@ def _line(parts):
     pieces = [gap]
     for rel in parts:
         x, sr = soundfile.read(REAL / rel, dtype="float64")
-        pieces += [kws.resample(kws.to_mono(x), sr, SR_GAME) * 0.8, gap]
+        pieces += [audio.resample(audio.to_mono(x), sr, SR_GAME) * 0.8, gap]
     return np.concatenate(pieces)
 
 
@@ -102,7 +106,7 @@ def test_the_index_names_every_entry_and_each_line_its_speaker(archive):
     assert keys == {2: "WITCH", 3: "NAOMI", 4: "BOB", 5: "WITCH"}
     assert {stem: aq.speaker_of(stem, keys) for stem in LINES} == EXPECTED_SPEAKER
     x = aq.decode(data, next(e for e in entries if e.name == "020001P1.SB"))
-    assert abs(len(x) / kws.SR - len(_line(LINES["020001P1"])) / SR_GAME) < 0.1
+    assert abs(len(x) / audio.SR - len(_line(LINES["020001P1"])) / SR_GAME) < 0.1
 
 
 def test_an_archive_that_is_not_queen_1c_is_refused(tmp_path, archive):
@@ -121,31 +125,31 @@ def test_an_archive_that_is_not_queen_1c_is_refused(tmp_path, archive):
 
 def test_extract_writes_the_attributed_lines_at_16_khz(extracted):
     out, summary = extracted
-    rows = kws._read_csv(out / "clips.csv")
+    rows = common.read_csv(out / "clips.csv")
     assert sorted(r["name"] for r in rows) == sorted(s for s, who in EXPECTED_SPEAKER.items() if who)
     assert summary["unattributed_skipped"] == 1 and summary["clips"] == len(rows)
     for r in rows:
         assert r["speaker"] == EXPECTED_SPEAKER[r["name"]]
         info = soundfile.info(out / r["path"])
-        assert info.samplerate == kws.SR and info.channels == 1
+        assert info.samplerate == audio.SR and info.channels == 1
         assert abs(info.duration - len(_line(LINES[r["name"]])) / SR_GAME) < 0.1
 
 
 def test_the_split_is_by_character(extracted):
     out, summary = extracted
-    rows = kws._read_csv(out / "clips.csv")
+    rows = common.read_csv(out / "clips.csv")
     split_of = {}
     for r in rows:
         assert split_of.setdefault(r["speaker"], r["split"]) == r["split"], r["speaker"]
         assert r["path"].startswith(f"clips/{r['split']}/{r['speaker']}/")
     assert split_of == {"WITCH": "test", "NAOMI": "val", "BOB": "train", "JOE": "train"}
-    chars = [set(summary[s]["characters"]) for s in kws.SPLITS]
+    chars = [set(summary[s]["characters"]) for s in splits.SPLITS]
     assert all(not (a & b) for i, a in enumerate(chars) for b in chars[i + 1:])
     # the game's cast: characters held out in test and in validation, Joe (the hero) in training
     pins = aq.CHARACTER_PINS
     assert pins["JOE"] == "train" and {"test", "val", "train"} == set(pins.values())
     for name in ("SPARKY", "ORACLE", "SOMEONE_NEW"):  # unpinned: a stable hash, the same every call
-        assert aq.split_of_character(name) == aq.split_of_character(name.lower()) in kws.SPLITS
+        assert aq.split_of_character(name) == aq.split_of_character(name.lower()) in splits.SPLITS
 
 
 def test_extract_is_deterministic(archive, extracted, tmp_path):
@@ -185,18 +189,18 @@ def test_keyword_cuts_are_confirmed_by_the_teacher_and_split_by_character(extrac
     again = aq.transcribe(tmp_path / "a", teacher)  # resumable: nothing left to do
     assert again["transcribed_now"] == 0
     first = aq.cut(tmp_path / "a", teacher, seed=0)
-    rows = kws._read_csv(tmp_path / "a" / "cuts.csv")
+    rows = common.read_csv(tmp_path / "a" / "cuts.csv")
     kept = [r for r in rows if r["kept"] == "1"]
-    assert any(r["label"] in kws.KEYWORDS for r in kept)  # the real "no"/"go"/"stop" recordings
-    assert any(r["label"] == kws.UNKNOWN for r in kept)
+    assert any(r["label"] in common.KEYWORDS for r in kept)  # the real "no"/"go"/"stop" recordings
+    assert any(r["label"] == common.UNKNOWN for r in kept)
     for r in kept:
         x, sr = soundfile.read(tmp_path / "a" / r["path"])
-        assert sr == kws.SR and len(x) == kws.CLIP
+        assert sr == audio.SR and len(x) == audio.CLIP
         assert r["path"].startswith(f"cuts/{r['split']}/{r['label']}/")
         assert r["split"] == aq.split_of_character(r["speaker"])
-        if r["label"] in kws.KEYWORDS:
+        if r["label"] in common.KEYWORDS:
             assert r["label"] in aq.keywords_in(r["heard"].split())
-    speakers = [set(first["speakers"][s]) for s in kws.SPLITS]
+    speakers = [set(first["speakers"][s]) for s in splits.SPLITS]
     assert all(not (a & b) for i, a in enumerate(speakers) for b in speakers[i + 1:])
     # the same seed gives the same files; another seed other _unknown_ windows
     shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns("cuts", "cuts.csv"))
@@ -216,7 +220,7 @@ def test_renderings_the_teacher_hears_as_another_word_leave_the_pool(teacher, tm
         x, sr = soundfile.read(REAL / rel, dtype="float64")
         path = f"{word}/recorded-x-{len(rows):02d}.flac"
         (words / word).mkdir(parents=True, exist_ok=True)
-        soundfile.write(words / path, kws.trim_silence(kws.resample(kws.to_mono(x), sr)), kws.SR)
+        soundfile.write(words / path, audio.trim_silence(audio.resample(audio.to_mono(x), sr)), audio.SR)
         rows.append({"path": path, "word": word, "engine": "recorded", "voice": "x",
                      "speaker": "recorded:x", "split": "train"})
     with open(words / "utterances.csv", "w", newline="") as handle:
@@ -225,14 +229,14 @@ def test_renderings_the_teacher_hears_as_another_word_leave_the_pool(teacher, tm
         writer.writerows(rows)
     summary = teacher_check.check(words, teacher)
     assert summary["checked"] == 3
-    checked = {r["path"]: r for r in kws._read_csv(words / teacher_check.CHECK_CSV)}
+    checked = {r["path"]: r for r in common.read_csv(words / teacher_check.CHECK_CSV)}
     assert checked["no/recorded-x-00.flac"]["verdict"] == "heard"
     assert checked["go/recorded-x-01.flac"]["verdict"] == "other"  # "dog" labelled go: dropped
     assert checked["hello/recorded-x-02.flac"]["verdict"] != "other"
     noise = tmp_path / "noise"
     noise.mkdir()
     (noise / "noises.csv").write_text("path,source,license,kind,split\n")
-    pool = kws._Pool(words, noise)
+    pool = mixing.Pool(words, noise)
     assert {u["path"] for u in pool.utts} == {r["path"] for r in rows} - teacher_check.dropped_paths(words)
     assert "go/recorded-x-01.flac" not in {u["path"] for u in pool.utts}
 
@@ -252,30 +256,30 @@ from test_kws_data import mini_sources  # noqa: E402,F401  (the synthetic words 
 def test_real_talk_speaks_half_the_unknown_words_of_a_stream(mini_sources, extracted, tmp_path):  # noqa: F811
     words, noise = mini_sources
     out, _ = extracted
-    rows = [dict(r, text=f"line {r['name']}") for r in kws._read_csv(out / "clips.csv")]
+    rows = [dict(r, text=f"line {r['name']}") for r in common.read_csv(out / "clips.csv")]
     with open(out / "talk.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["path", "split", "speaker", "dur_s", "text"],
                                 extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    plain_y, plain_events = kws.render_stream(words, noise, "train", minutes=1.0, seed=5)
-    y, events = kws.render_stream(words, noise, "train", minutes=1.0, seed=5, talk_dir=out)
-    again, _ = kws.render_stream(words, noise, "train", minutes=1.0, seed=5, talk_dir=out)
+    plain_y, plain_events = streams.render_stream(words, noise, "train", minutes=1.0, seed=5)
+    y, events = streams.render_stream(words, noise, "train", minutes=1.0, seed=5, talk_dir=out)
+    again, _ = streams.render_stream(words, noise, "train", minutes=1.0, seed=5, talk_dir=out)
     assert np.array_equal(y, again)
     talk = [e for e in events if e["speaker"].startswith("queen:")]
-    assert talk and all(e["label"] == kws.UNKNOWN for e in talk)
+    assert talk and all(e["label"] == common.UNKNOWN for e in talk)
     assert {e["speaker"] for e in talk} <= {"queen:JOE", "queen:BOB"}  # training characters only
-    unknown = [e for e in events if e["label"] == kws.UNKNOWN]
+    unknown = [e for e in events if e["label"] == common.UNKNOWN]
     assert 0.2 < len(talk) / len(unknown) < 0.8
     assert not np.array_equal(y, plain_y)
     assert not any(e["speaker"].startswith("queen:") for e in plain_events)
     with pytest.raises(aq.QueenDataError, match="lists no line of split 'val': transcribe more"):
-        kws.render_stream(words, noise, "val", minutes=1.0, seed=5,
-                          talk_dir=_only_split(out, tmp_path, "train"))
+        streams.render_stream(words, noise, "val", minutes=1.0, seed=5,
+                              talk_dir=_only_split(out, tmp_path, "train"))
 
 
 def _only_split(out, tmp_path, split):
-    rows = [r for r in kws._read_csv(out / "talk.csv") if r["split"] == split]
+    rows = [r for r in common.read_csv(out / "talk.csv") if r["split"] == split]
     (tmp_path / "talk.csv").write_text("path,split,speaker,dur_s,text\n" + "".join(
         f"{r['path']},{r['split']},{r['speaker']},{r['dur_s']},{r['text']}\n" for r in rows))
     return tmp_path

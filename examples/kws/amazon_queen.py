@@ -44,7 +44,9 @@ import soundfile as sf
 from hear_edge.errors import HearEdgeError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import kws  # noqa: E402
+from audio import CLIP, SR, frame_db, resample, to_mono, to_pcm16, trim_silence  # noqa: E402
+from common import KEYWORDS, UNKNOWN, log, read_csv, stable_int  # noqa: E402
+from splits import SPLITS, pinned_or_hashed_split  # noqa: E402
 
 DEB_PACKAGE = "flight-of-the-amazon-queen"
 DEB_VERSION = "1.0.0-9"
@@ -141,8 +143,8 @@ def speaker_of(stem: str, keys: dict) -> str | None:
 
 def split_of_character(character: str) -> str:
     """train / val / test for a character: pinned for the game's cast, else a stable hash."""
-    return kws._pinned_or_hashed_split("character", character.upper(), CHARACTER_PINS,
-                                       CHARACTER_TEST_FRAC, CHARACTER_VAL_FRAC)
+    return pinned_or_hashed_split("character", character.upper(), CHARACTER_PINS,
+                                  CHARACTER_TEST_FRAC, CHARACTER_VAL_FRAC)
 
 
 def decode(data: bytes, entry: Entry) -> np.ndarray:
@@ -153,8 +155,7 @@ def decode(data: bytes, entry: Entry) -> np.ndarray:
     except sf.LibsndfileError as e:
         raise QueenDataError(f"speech entry {entry.name!r} does not decode ({e}); soundfile >= 0.12 "
                              f"with libsndfile >= 1.1 (MP3) is needed") from e
-    x = kws.to_mono(x)
-    return kws.resample(x, sr) if sr != kws.SR else x
+    return resample(to_mono(x), sr)
 
 
 def find_archive(source) -> Path:
@@ -200,20 +201,20 @@ def extract(source, out_dir, progress: bool = True) -> dict:
         x = decode(data, e)
         rel = f"clips/{split}/{character}/{stem}.flac"
         (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(out_dir / rel), np.clip(x, -1, 1), kws.SR, subtype="PCM_16", format="FLAC")
+        sf.write(str(out_dir / rel), np.clip(x, -1, 1), SR, subtype="PCM_16", format="FLAC")
         rows.append(dict(path=rel, name=stem, speaker=character, split=split,
-                         dur_s=round(len(x) / kws.SR, 3)))
+                         dur_s=round(len(x) / SR, 3)))
         if progress and i % 500 == 0:
-            kws._log(f"[queen] {i}/{len(speech)} entries")
+            log(f"[queen] {i}/{len(speech)} entries")
     _write_csv(out_dir / "clips.csv", rows, ["path", "name", "speaker", "split", "dur_s"])
     summary = {"archive": str(archive), "speech_entries": len(speech), "clips": len(rows),
                "unattributed_skipped": unattributed, "seconds": round(time.time() - t0, 1)}
-    for split in kws.SPLITS:
+    for split in SPLITS:
         sel = [r for r in rows if r["split"] == split]
         summary[split] = {"clips": len(sel), "minutes": round(sum(r["dur_s"] for r in sel) / 60, 1),
                           "characters": sorted({r["speaker"] for r in sel})}
     (out_dir / "extract.json").write_text(json.dumps(summary, indent=1) + "\n")
-    kws._log(f"[queen] {summary}")
+    log(f"[queen] {summary}")
     return summary
 
 
@@ -245,7 +246,7 @@ def transcribe(out_dir, teacher, budget_s: float | None = None, limit: int | Non
     """Append the teacher's words (text, start_s, end_s, prob) of every line not yet transcribed to
     out_dir/transcripts.jsonl, in ``transcription_order``, until budget_s seconds or limit lines."""
     out_dir = Path(out_dir)
-    rows = kws._read_csv(out_dir / "clips.csv")
+    rows = read_csv(out_dir / "clips.csv")
     path = out_dir / "transcripts.jsonl"
     done = _read_transcripts(path)
     t0, count = time.time(), 0
@@ -263,7 +264,7 @@ def transcribe(out_dir, teacher, budget_s: float | None = None, limit: int | Non
     total = len(_read_transcripts(path))
     summary = {"transcribed_now": count, "transcribed": total, "lines": len(rows),
                "seconds": round(time.time() - t0, 1)}
-    kws._log(f"[queen transcribe] {summary}")
+    log(f"[queen transcribe] {summary}")
     return summary
 
 
@@ -272,7 +273,7 @@ def normalise(word: str) -> str:
 
 
 def keywords_in(text_words) -> list:
-    return [w for w in (normalise(t) for t in text_words) if w in kws.KEYWORDS]
+    return [w for w in (normalise(t) for t in text_words) if w in KEYWORDS]
 
 
 def confirm_cut(teacher, cut: np.ndarray, keyword: str) -> tuple:
@@ -288,7 +289,7 @@ def confirmed(heard: str, keyword: str) -> bool:
     return keyword in found and set(found) == {keyword}
 
 
-def _window(x: np.ndarray, start: int, n: int = kws.CLIP) -> np.ndarray:
+def _window(x: np.ndarray, start: int, n: int = CLIP) -> np.ndarray:
     """x[start:start+n], zero-padded where it runs off either end."""
     out = np.zeros(n)
     lo, hi = max(start, 0), min(start + n, len(x))
@@ -299,8 +300,7 @@ def _window(x: np.ndarray, start: int, n: int = kws.CLIP) -> np.ndarray:
 
 def _write_wav(path: Path, x: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), np.round(np.clip(x, -1, 1) * 32767).astype(np.int16), kws.SR,
-             subtype="PCM_16", format="WAV")
+    sf.write(str(path), to_pcm16(x), SR, subtype="PCM_16", format="WAV")
 
 
 def cut(out_dir, teacher, seed: int = 0) -> dict:
@@ -309,12 +309,12 @@ def cut(out_dir, teacher, seed: int = 0) -> dict:
     kept=0, not written), and the keyword-free lines in out_dir/talk.csv. Deterministic per seed
     (the teacher is deterministic: greedy decoding)."""
     out_dir = Path(out_dir)
-    clips = {r["path"]: r for r in kws._read_csv(out_dir / "clips.csv")}
+    clips = {r["path"]: r for r in read_csv(out_dir / "clips.csv")}
     transcripts = _read_transcripts(out_dir / "transcripts.jsonl")
     cuts_dir = out_dir / "cuts"
     # the teacher is deterministic: what it heard in an earlier run's cut is reused, not recomputed
     heard_before = {(r["source"], r["word"], r["start_s"]): r["heard"]
-                    for r in (kws._read_csv(out_dir / "cuts.csv") if (out_dir / "cuts.csv").exists() else [])
+                    for r in (read_csv(out_dir / "cuts.csv") if (out_dir / "cuts.csv").exists() else [])
                     if r.get("heard") is not None and r.get("reason") in ("", "not_confirmed")}
     if cuts_dir.exists():
         for old in cuts_dir.rglob("*.wav"):
@@ -332,25 +332,25 @@ def cut(out_dir, teacher, seed: int = 0) -> dict:
         kw_spans = []
         for k, w in enumerate(words):
             word = normalise(w["text"])
-            if word not in kws.KEYWORDS:
+            if word not in KEYWORDS:
                 continue
             kw_spans.append((w["start_s"], w["end_s"]))
             row = dict(split=split, label=word, speaker=clip["speaker"], source=rel, word=word,
                        word_start_s=w["start_s"], word_end_s=w["end_s"], word_prob=w["prob"])
             length = w["end_s"] - w["start_s"]
             centre = 0.5 * (w["start_s"] + w["end_s"])
-            start = int(round((centre - CUT_S / 2) * kws.SR))
+            start = int(round((centre - CUT_S / 2) * SR))
             if length > MAX_KEYWORD_S or w["prob"] < MIN_WORD_PROB:
                 rows.append(dict(row, kept=0, reason="long" if length > MAX_KEYWORD_S else "low_prob"))
                 continue
             y = _window(x, start)
-            key = (rel, word, f"{round(start / kws.SR, 3)}")
+            key = (rel, word, f"{round(start / SR, 3)}")
             if key in heard_before:
                 heard = heard_before[key]
                 kept = confirmed(heard, word)
             else:
                 kept, heard = confirm_cut(teacher, y.astype(np.float32), word)
-            row.update(start_s=round(start / kws.SR, 3), heard=heard, kept=int(kept),
+            row.update(start_s=round(start / SR, 3), heard=heard, kept=int(kept),
                        reason="" if kept else "not_confirmed")
             if kept:
                 row["path"] = f"cuts/{split}/{word}/{stem}_{k:02d}.wav"
@@ -360,9 +360,9 @@ def cut(out_dir, teacher, seed: int = 0) -> dict:
             talk.append(dict(path=rel, split=split, speaker=clip["speaker"], dur_s=clip["dur_s"],
                              text=" ".join(w["text"].strip() for w in words)))
         # _unknown_: windows on a grid with a per-line random phase, away from every keyword
-        rng = np.random.default_rng([seed, kws._stable_int(stem)])
+        rng = np.random.default_rng([seed, stable_int(stem)])
         phase = float(rng.uniform(0, CUT_S))
-        starts = np.arange(phase - CUT_S / 2, len(x) / kws.SR - CUT_S / 2, CUT_S)
+        starts = np.arange(phase - CUT_S / 2, len(x) / SR - CUT_S / 2, CUT_S)
         taken = 0
         for s in starts:
             if taken >= UNKNOWN_PER_LINE:
@@ -370,12 +370,12 @@ def cut(out_dir, teacher, seed: int = 0) -> dict:
             lo, hi = s - UNKNOWN_MARGIN_S, s + CUT_S + UNKNOWN_MARGIN_S
             if any(a < hi and b > lo for a, b in kw_spans):
                 continue
-            y = _window(x, int(round(s * kws.SR)))
-            if float(kws.frame_db(y).max()) < SPEECH_FLOOR_DB:
+            y = _window(x, int(round(s * SR)))
+            if float(frame_db(y).max()) < SPEECH_FLOOR_DB:
                 continue
-            p = f"cuts/{split}/{kws.UNKNOWN}/{stem}_u{taken}.wav"
+            p = f"cuts/{split}/{UNKNOWN}/{stem}_u{taken}.wav"
             _write_wav(out_dir / p, y)
-            rows.append(dict(path=p, split=split, label=kws.UNKNOWN, speaker=clip["speaker"], source=rel,
+            rows.append(dict(path=p, split=split, label=UNKNOWN, speaker=clip["speaker"], source=rel,
                              start_s=round(float(s), 3), kept=1))
             taken += 1
     fields = ["path", "split", "label", "speaker", "source", "word", "word_start_s", "word_end_s",
@@ -384,18 +384,18 @@ def cut(out_dir, teacher, seed: int = 0) -> dict:
     _write_csv(out_dir / "talk.csv", talk, ["path", "split", "speaker", "dur_s", "text"])
     summary = cut_summary(rows, talk)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    kws._log(f"[queen cut] {json.dumps(summary)}")
+    log(f"[queen cut] {json.dumps(summary)}")
     return summary
 
 
 def cut_summary(rows: list, talk: list) -> dict:
     s: dict = {"keyword_cuts": {}, "rejected": {}, "unknown": {}, "talk_lines": {}, "speakers": {}}
-    for split in kws.SPLITS:
-        kw = [r for r in rows if r["split"] == split and r["label"] != kws.UNKNOWN]
-        s["keyword_cuts"][split] = {k: sum(1 for r in kw if r["label"] == k and r["kept"]) for k in kws.KEYWORDS}
+    for split in SPLITS:
+        kw = [r for r in rows if r["split"] == split and r["label"] != UNKNOWN]
+        s["keyword_cuts"][split] = {k: sum(1 for r in kw if r["label"] == k and r["kept"]) for k in KEYWORDS}
         s["rejected"][split] = {why: sum(1 for r in kw if r.get("reason") == why)
                                 for why in ("not_confirmed", "long", "low_prob")}
-        s["unknown"][split] = sum(1 for r in rows if r["split"] == split and r["label"] == kws.UNKNOWN)
+        s["unknown"][split] = sum(1 for r in rows if r["split"] == split and r["label"] == UNKNOWN)
         s["talk_lines"][split] = sum(1 for t in talk if t["split"] == split)
         s["speakers"][split] = sorted({r["speaker"] for r in rows if r["split"] == split})
     return s
@@ -408,10 +408,10 @@ def talk_sources(out_dir, split: str) -> list:
     if not (out_dir / "talk.csv").exists():
         raise QueenDataError(f"no talk.csv in {out_dir}: run `kws.py queen cut {out_dir}` first")
     talk = []
-    for r in kws._read_csv(out_dir / "talk.csv"):
+    for r in read_csv(out_dir / "talk.csv"):
         if r["split"] == split:
             x, _ = sf.read(str(out_dir / r["path"]), dtype="float64")
-            talk.append((kws.trim_silence(x), f"queen:{r['speaker']}", r["text"]))
+            talk.append((trim_silence(x), f"queen:{r['speaker']}", r["text"]))
     if not talk:
         raise QueenDataError(f"{out_dir / 'talk.csv'} lists no line of split {split!r}: transcribe more "
                              f"(`kws.py queen transcribe {out_dir}`), then cut again")

