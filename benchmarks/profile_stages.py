@@ -15,7 +15,6 @@ read them as shares, not as absolute figures).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -23,6 +22,8 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+
+from _report import emit_report  # noqa: E402  (beside this script)
 
 
 def _cpu_ms(fn):
@@ -82,12 +83,7 @@ def main(argv=None) -> int:
     for seconds, wave in clips.items():
         for precision, model in models.items():
             report["ops"].setdefault(seconds, {})[precision] = op_profile(model, wave, args.profile_calls)
-    text = json.dumps(report, indent=2)
-    if args.json:
-        with open(args.json, "w") as handle:
-            handle.write(text + "\n")
-    print(text)
-    return 0
+    return emit_report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ one clip per call. A stream figure is the compute of the whole stream (every chu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -21,6 +20,8 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+
+from _report import emit_report  # noqa: E402  (beside this script)
 
 
 def _cpu_seconds(fn) -> float:
@@ -136,12 +137,7 @@ def main(argv=None) -> int:
                 ratios[f"{precision} speed-up per result vs eager classify of one context"] = float(np.median(
                     np.array(row["pytorch eager, one context"]) / per_result))
                 ratios["results"] = results_per_stream[name]
-    text = json.dumps(report, indent=2)
-    if args.json:
-        with open(args.json, "w") as handle:
-            handle.write(text + "\n")
-    print(text)
-    return 0
+    return emit_report(report, args.json)
 
 
 if __name__ == "__main__":
