@@ -16,7 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hear_edge.reference.model import HEAR, Decoder, lengths_to_mask
+from hear_edge.reference.model import HEAR, Decoder, lengths_to_mask, relative_position_rows
+
+
+# Query rows per chunk of the bucketed task graph's attention (LiteRT): buckets up to this length run
+# in one piece, longer ones in chunks, so the 1500-frame bucket's attention buffers shrink 6-fold.
+TASK_QUERY_CHUNK_FRAMES = 250
 
 
 class AcousticWindowGraph(nn.Module):
@@ -27,16 +32,23 @@ class AcousticWindowGraph(nn.Module):
         self.acoustic_model = model.acoustic_model
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
-        # One clip a call: the layers run on unbatched (frames, hidden) states, so that every reshape
-        # has constant sizes and each linear layer traces to one Gemm with its bias.
+        # One clip a call: the layers run on unbatched (frames, hidden) states, so that the reshapes
+        # have constant sizes or sizes computed once from the position rows, each linear layer traces
+        # to one Gemm with its bias, and the attention runs in query blocks (relative_position_rows).
         hidden = self.acoustic_model.feature_extractor(log_mel)[0]
+        rows = relative_position_rows(hidden.shape[0], self.acoustic_model.max_length)
         for layer in self.acoustic_model.contextual_encoder.layers:
-            hidden = layer(hidden, None)
+            hidden = layer(hidden, None, rows)
         return hidden[None]
 
 
 class BucketedAcousticWindowGraph(AcousticWindowGraph):
-    """A window padded to a static bucket length, frames past `valid_frames` masked."""
+    """A window padded to a static bucket length, frames past `valid_frames` masked.
+
+    Not in query blocks: with static lengths the converter folds each bucket's table rows into
+    constants, and the skew's (2T - 1, head) tables become int8 FULLY_CONNECTED weights; the blocks'
+    gathered tables stayed float, 1.6 MB a layer at 300 frames (the int8 file grew 14.6 -> 37.3 MB).
+    """
 
     def forward(self, log_mel: torch.Tensor, valid_frames: torch.Tensor) -> torch.Tensor:
         return self.acoustic_model.encode_window(log_mel, valid_frames)
@@ -48,6 +60,9 @@ class TaskGraph(nn.Module):
     The Task Model's post-norm encoder layer is written out with its own weights: the exporters
     bake the sequence length into nn.MultiheadAttention's reshapes, and this form keeps it free.
     """
+
+    query_chunk_frames: int | None = None  # static lengths: query rows per chunk (BucketedTaskGraph)
+    query_parts = 2  # a free length: the queries in this many slices
 
     def __init__(self, model: HEAR):
         super().__init__()
@@ -65,11 +80,31 @@ class TaskGraph(nn.Module):
         def heads(x):
             return x.unflatten(-1, (self.num_heads, head_size)).transpose(1, 2)
 
-        scores = heads(query) @ heads(key).transpose(-1, -2) / math.sqrt(head_size)
-        if key_mask is not None:
-            scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        out = (torch.softmax(scores, dim=-1) @ heads(value)).transpose(1, 2).flatten(2)
-        return attention.out_proj(out)
+        query, key, value = heads(query), heads(key).transpose(-1, -2), heads(value)
+        frames, chunk, parts = hidden.shape[1], self.query_chunk_frames, self.query_parts
+        # Queries go in parts, one after another, so that the runtime holds one part's (heads, rows, frames)
+        # scores at a time (a 1500-frame clip's are 36 MB whole): static lengths in chunks of `chunk`
+        # rows, a free length (ONNX) in `parts` slices whose bounds the graph computes.
+        if chunk and isinstance(frames, int) and frames > chunk:
+            bounds = [(start, start + chunk) for start in range(0, frames, chunk)]
+        elif parts > 1:
+            bounds = [(frames * part // parts, frames * (part + 1) // parts) for part in range(parts)]
+        else:
+            bounds = [(None, None)]
+        outs = []
+        for start, stop in bounds:
+            rows = query if start is None else query[:, :, start:stop]
+            scores = rows @ key / math.sqrt(head_size)
+            if key_mask is not None:
+                scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+            else:
+                # onnxruntime's softmax runs 10-20x slower where exp(score - max) underflows, as a trained
+                # model's peaked attention makes it do (4.4 ms of a 500-frame task graph's 14): scores
+                # below max - 80 (weights under 2e-35 of the largest) are raised to it.
+                scores = torch.maximum(scores, scores.amax(dim=-1, keepdim=True) - 80.0)
+            outs.append(torch.softmax(scores, dim=-1) @ value)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+        return attention.out_proj(out.transpose(1, 2).flatten(2))
 
     def _encode(self, acoustic: torch.Tensor, spectrum_pairs: torch.Tensor, key_mask: torch.Tensor | None):
         frames = acoustic.shape[1]
@@ -90,7 +125,9 @@ class TaskGraph(nn.Module):
 
 
 class BucketedTaskGraph(TaskGraph):
-    """Padded to a static bucket length, frames past `valid_frames` masked."""
+    """Padded to a static bucket length, frames past `valid_frames` masked, queries in chunks."""
+
+    query_chunk_frames, query_parts = TASK_QUERY_CHUNK_FRAMES, 1
 
     def forward(self, acoustic: torch.Tensor, spectrum_pairs: torch.Tensor, valid_frames: torch.Tensor):
         hidden = self._encode(acoustic, spectrum_pairs, lengths_to_mask(valid_frames, acoustic.shape[1]))

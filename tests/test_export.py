@@ -124,6 +124,54 @@ def test_full_size_golden_logits_through_each_fp32_graph(full_bundle, full_golde
     assert manifest.parity["passed"] == all(r["passed"] for r in manifest.parity["results"].values())
 
 
+@pytest.mark.parametrize("frames, valid", [(250, 250), (251, 200), (1000, 851), (1500, 1500)])
+def test_the_bucketed_task_graph_in_query_chunks_computes_what_one_piece_computes(frames, valid, monkeypatch):
+    # LiteRT's task buckets past TASK_QUERY_CHUNK_FRAMES run their attention one chunk of queries at a time.
+    import torch
+
+    softmax, calls = torch.softmax, []
+    monkeypatch.setattr(torch, "softmax", lambda *a, **k: calls.append(1) or softmax(*a, **k))
+
+    from export.graphs import TASK_QUERY_CHUNK_FRAMES, BucketedTaskGraph, task_example
+
+    class OnePiece(BucketedTaskGraph):
+        query_chunk_frames = None
+
+    model = load_checkpoint(TINY_GOLDEN / "state_dict.pt")
+    acoustic, pairs, _ = task_example(model, frames)
+    valid_frames = torch.tensor([valid], dtype=torch.int32)
+    with torch.no_grad():
+        chunked = BucketedTaskGraph(model).eval()(acoustic, pairs, valid_frames)
+        assert len(calls) == -(-frames // TASK_QUERY_CHUNK_FRAMES)
+        whole = OnePiece(model).eval()(acoustic, pairs, valid_frames)
+        assert len(calls) == -(-frames // TASK_QUERY_CHUNK_FRAMES) + 1
+    for a, b in zip(chunked, whole):
+        assert (a - b).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("frames", [1, 2, 50, 501])
+def test_the_free_length_task_graph_in_two_parts_computes_what_one_piece_computes(frames, monkeypatch):
+    # The ONNX task graph runs its queries in two slices and raises scores below the row max - 80.
+    import torch
+
+    from export.graphs import BucketedTaskGraph, TaskGraph, task_example
+
+    softmax, calls = torch.softmax, []
+    monkeypatch.setattr(torch, "softmax", lambda *a, **k: calls.append(1) or softmax(*a, **k))
+
+    class OnePiece(BucketedTaskGraph):  # every frame valid: the mask changes nothing, and nothing is raised
+        query_chunk_frames, query_parts = None, 1
+
+    model = load_checkpoint(TINY_GOLDEN / "state_dict.pt")
+    acoustic, pairs, valid_frames = task_example(model, frames)
+    with torch.no_grad():
+        parts = TaskGraph(model).eval()(acoustic, pairs)
+        assert len(calls) == 2
+        whole = OnePiece(model).eval()(acoustic, pairs, valid_frames)
+    for a, b in zip(parts, whole):
+        assert (a - b).abs().max() <= 1e-6
+
+
 def test_tampered_graph_byte_is_caught_by_the_hash(tiny_bundle, tmp_path):
     copy = tmp_path / "tampered.hearedge"
     shutil.copytree(tiny_bundle, copy)

@@ -8,8 +8,8 @@ torch = pytest.importorskip("torch")
 
 from conftest import TINY_CASES, TINY_GOLDEN  # noqa: E402
 from hear_edge.errors import CheckpointError, ClipTooLongError, ConfigError  # noqa: E402
-from hear_edge.reference.model import (HEAR, MultiHeadSelfAttentionWithRelativePosition, infer_config, load_checkpoint,  # noqa: E402
-                                       reference_outputs)
+from hear_edge.reference.model import (HEAR, POSITION_BLOCK_FRAMES, MultiHeadSelfAttentionWithRelativePosition,  # noqa: E402
+                                       infer_config, load_checkpoint, reference_outputs, relative_position_rows)
 from hear_edge.signal.frontend import compute_features  # noqa: E402
 
 LOGIT_BOUND = 1e-4
@@ -205,6 +205,29 @@ def test_unbatched_attention_equals_the_batched_one(length, mode):
         batched, unbatched = attention(hidden, None)[0], attention(hidden[0], None)
     assert unbatched.shape == (length, 32)
     assert (batched - unbatched).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("length, valid", [(1, 1), (2, 2), (49, 49), (50, 50), (51, 40), (173, 173), (250, 250),
+                                           (299, 299), (300, 300), (300, 251)])
+def test_query_blocks_equal_the_official_gather(length, valid):
+    # The exported window graphs run the attention in blocks of POSITION_BLOCK_FRAMES queries, each
+    # against its T + B - 1 table rows; lengths off the block size pad the last block.
+    # Weights of std 0.2 give outputs of magnitude 2-3, as the trained model's; at 0.5 (magnitude 16)
+    # fp32 rounding alone moves the official gather itself by 4e-5 from float64.
+    torch.manual_seed(2)
+    attention = MultiHeadSelfAttentionWithRelativePosition(32, 4, 0.0, 300).eval()
+    with torch.no_grad():
+        for p in attention.parameters():
+            p.normal_(0, 0.2)
+        hidden = torch.randn(length, 32)
+        mask = torch.arange(length) < valid
+        rows = relative_position_rows(length, 300)
+        assert rows.shape == (-(-length // POSITION_BLOCK_FRAMES), length + POSITION_BLOCK_FRAMES - 1)
+        blocked = attention(hidden, mask, rows)
+        attention.position_mode = "gather"
+        gather = attention(hidden[None], mask[None])[0]
+    assert blocked.shape == (length, 32)
+    assert (blocked - gather).abs().max() <= 1e-5
 
 
 def test_batched_forward_equals_single_clips():

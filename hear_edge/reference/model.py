@@ -137,6 +137,21 @@ def _relative_unshift(probs: torch.Tensor, length: int, heads: int) -> torch.Ten
     return flat.unflatten(-1, (length, 2 * length - 1))
 
 
+# Query rows per block in the exported graphs' attention: a block of B queries needs T + B - 1 table
+# rows, not 2T - 1 (a 300-frame window computes 349 position columns per query instead of 599).
+POSITION_BLOCK_FRAMES = 50
+
+
+def relative_position_rows(length, max_length: int) -> torch.Tensor:
+    """(ceil(T / B), T + B - 1) table rows per query block: row c of block b is distance c - (B - 1) - b B.
+    Every size the blocked attention needs is read from this one tensor, so a graph computes them once."""
+    block = POSITION_BLOCK_FRAMES
+    blocks = (length + block - 1) // block
+    start = max_length - block + 1 - block * torch.arange(blocks)
+    # Rows below 0 only meet the padding queries of a last block (dropped), never a real query.
+    return (start[:, None] + torch.arange(length + block - 1)[None, :]).clamp(min=0)
+
+
 class MultiHeadSelfAttentionWithRelativePosition(nn.Module):
     # "skew" computes the position terms against the 2T-1 table rows and shifts them into place:
     # the same numbers as the official gather, without materialising (T, T, head) tables.
@@ -172,10 +187,14 @@ class MultiHeadSelfAttentionWithRelativePosition(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return self._split(x).transpose(-3, -2)
 
-    def forward(self, hidden: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """hidden (B, T, H), or unbatched (T, H) without a mask -> the same shape."""
+    def forward(self, hidden: torch.Tensor, key_mask: torch.Tensor | None = None,
+                position_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden (B, T, H), or unbatched (T, H) without a mask -> the same shape; with
+        `relative_position_rows` (unbatched, key_mask (T,) or None), queries go in blocks."""
         if self.num_heads == 0:  # every head trimmed away: what is left is linear_out's bias
             return self.linear_out.bias.expand(*hidden.shape[:-1], -1)
+        if position_rows is not None:
+            return self._blocked(hidden, key_mask, position_rows)
         length = hidden.shape[-2]
         query = self._split(self.linear_q(hidden))
         query_content = (query + self.query_bias1).transpose(-3, -2)
@@ -201,6 +220,33 @@ class MultiHeadSelfAttentionWithRelativePosition(nn.Module):
         out = (probs @ value + position_values).transpose(-3, -2)
         out = out.reshape(-1, self.num_heads * self.head_size) if hidden.dim() == 2 else out.flatten(-2)
         return self.linear_out(out)
+
+    def _blocked(self, hidden: torch.Tensor, key_mask: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
+        """The forward in query blocks of B rows, each against its T + B - 1 table rows (heads, blocks, B, ...);
+        the sizes come from `rows` (relative_position_rows) and the scale from the queries (fewer passes)."""
+        heads, size, block = self.num_heads, self.head_size, POSITION_BLOCK_FRAMES
+        width = rows.shape[1]  # T + B - 1
+        length = width - block + 1
+        query = self._split(self.linear_q(hidden))
+
+        def padded(bias):  # (h, Tp, d), scaled here rather than the (h, Tp, T) scores
+            scaled = (query + bias) * (1 / math.sqrt(size))
+            return F.pad(scaled, (0, 0, 0, 0, 0, rows.shape[0] * block - length)).transpose(0, 1)
+
+        key, value = self._heads(self.linear_k(hidden)), self._heads(self.linear_v(hidden))
+        position = padded(self.query_bias2).reshape(heads, -1, block, size) \
+            @ self.relative_position_k.positional_embedding.weight[rows].transpose(1, 2)  # (h, nb, B, W)
+        position = position.reshape(-1, block * width)[:, block - 1:block - 1 + block * (width - 1)]
+        position = position.reshape(heads, -1, width - 1)[..., :length]  # (h, Tp, T)
+        scores = padded(self.query_bias1) @ key.transpose(-1, -2) + position
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+        probs = self.dropout(torch.softmax(scores, dim=-1))  # (h, Tp, T)
+        unshifted = F.pad(F.pad(probs, (0, block - 2)).reshape(-1, block * (width - 1)), (block - 1, 1))
+        table_v = self.relative_position_v.positional_embedding.weight[rows]
+        position_values = unshifted.reshape(heads, -1, block, width) @ table_v  # (h, nb, B, d)
+        out = probs @ value + position_values.reshape(heads, -1, size)
+        return self.linear_out(out.transpose(0, 1).reshape(-1, heads * size)[:length])
 
 
 class FeedForward(nn.Module):
@@ -230,8 +276,9 @@ class TransformerWithRelativePosition(nn.Module):
         self.layer_norm2 = nn.LayerNorm(size)  # the official FFN normalises once more inside
         self.ffn = FeedForward(size, config.intermediate_size_in_layer(index), config.dropout_probability)
 
-    def forward(self, hidden: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        hidden = hidden + self.self_attn(self.layer_norm1(hidden), key_mask)
+    def forward(self, hidden: torch.Tensor, key_mask: torch.Tensor | None,
+                position_rows: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = hidden + self.self_attn(self.layer_norm1(hidden), key_mask, position_rows)
         return hidden + self.ffn(self.layer_norm2(hidden))
 
 
