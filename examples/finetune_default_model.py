@@ -16,8 +16,8 @@ the teacher's frames are cached per clip, so waveform augmentations drawn per ep
         --batch-size 32 --speed-range none --teacher whisper-tiny.en --teacher-cache CACHE \\
         --checkpoint-dir runs/teacher/state --checkpoint-every 25 --threads 1 [--resume] [--max-steps N]
 
-The labels are read in the default model's order (LABELS), not sorted: `hear-edge finetune` sorts the
-folders, which would keep 0.3's 12-way head but permute its classes.
+The labels are read in the default model's order (LABELS), so the written checkpoint keeps it
+(`hear-edge finetune` sorts the folders and reorders an init head by its `.labels.txt`).
 """
 
 from __future__ import annotations

@@ -165,18 +165,38 @@ def test_init_reads_wrapped_and_prefixed_checkpoints_as_full_models(tmp_path, wr
     torch.save(saved, checkpoint)
     # Taken as a full HEAR checkpoint (not an acoustic-only file): a 3-class head replaces the
     # 5-class one, and every other weight is the checkpoint's.
-    model = _initial_model(checkpoint, None, num_classes=3)
+    model = _initial_model(checkpoint, None, ["a", "b", "c"])
     assert model.decoder.out.out_features == 3
     for key, value in model.state_dict().items():
         if not key.startswith("decoder.out."):
             torch.testing.assert_close(value, state[key], rtol=0, atol=0, msg=key)
 
 
+def test_an_init_head_keeps_its_rows_for_the_same_labels_in_the_data_s_order(tmp_path):
+    state = torch.load(TINY_GOLDEN / "state_dict.pt", map_location="cpu", weights_only=True)
+    checkpoint = tmp_path / "five.pt"
+    torch.save(state, checkpoint)
+    weight, bias = state["decoder.out.weight"], state["decoder.out.bias"]
+    data_labels = ["a", "b", "c", "d", "e"]  # what sorted label folders give
+    # No .labels.txt: kept as it is (with a warning), as before.
+    kept = _initial_model(checkpoint, None, data_labels).decoder.out
+    torch.testing.assert_close(kept.weight, weight, rtol=0, atol=0)
+    # Trained on the same labels in another order: each label keeps its own row.
+    checkpoint.with_suffix(".labels.txt").write_text("e\nd\nc\nb\na\n")
+    reordered = _initial_model(checkpoint, None, data_labels).decoder.out
+    torch.testing.assert_close(reordered.weight, weight.flip(0), rtol=0, atol=0)
+    torch.testing.assert_close(reordered.bias, bias.flip(0), rtol=0, atol=0)
+    # Another task's labels, same count: a new head.
+    checkpoint.with_suffix(".labels.txt").write_text("v\nw\nx\ny\nz\n")
+    replaced = _initial_model(checkpoint, None, data_labels).decoder.out
+    assert replaced.weight.shape == weight.shape and not torch.equal(replaced.weight, weight)
+
+
 def test_init_refuses_a_checkpoint_that_would_run_code_with_a_typed_error(tmp_path):
     checkpoint = tmp_path / "code.pt"
     torch.save({"weights": torch.zeros(2), "extra": np.dtype("float32")}, checkpoint)  # not a plain state_dict
     with pytest.raises(CheckpointError, match="holds objects other than tensors"):
-        _initial_model(checkpoint, None, num_classes=3)
+        _initial_model(checkpoint, None, ["a", "b", "c"])
 
 
 @pytest.mark.parametrize("epochs", [0, -1, 1.5])

@@ -23,7 +23,7 @@ LABELS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go",
 
 
 def load_set(root: Path, excluded: set[str]):
-    from hear_edge.audio import AUDIO_SUFFIXES, load_input
+    from hear_edge.signal.audio import AUDIO_SUFFIXES, load_input
 
     clips, targets = [], []
     for index, label in enumerate(LABELS):
@@ -39,7 +39,7 @@ def load_set(root: Path, excluded: set[str]):
 def predict(model, clips, batch_size: int = 32):
     import torch
 
-    from hear_edge.training import batch_logits
+    from hear_edge.training.toolkit import batch_logits
 
     out = []
     with torch.no_grad():
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from hear_edge.model import load_checkpoint
+    from hear_edge.reference.model import load_checkpoint
 
     torch.set_num_threads(args.threads)
     excluded: dict[str, set] = {}

@@ -40,7 +40,8 @@ class FinetuneResult:
     run_state: Path | None = None
 
 
-def _initial_model(init, config, num_classes: int) -> HEAR:
+def _initial_model(init, config, labels: list[str]) -> HEAR:
+    num_classes = len(labels)
     if init is None:
         if config is None:
             config = HearConfig()
@@ -53,11 +54,34 @@ def _initial_model(init, config, num_classes: int) -> HEAR:
     if is_acoustic_only(state):
         return load_checkpoint(state, config, num_classes=num_classes)
     model = load_checkpoint(state, config)
-    if model.decoder.out.out_features != num_classes:
+    order = _head_order(init, labels) if model.decoder.out.out_features == num_classes else None
+    if order is None:
         # A fine-tuned head of another task: keep everything but the last layer.
         model.decoder.out = torch.nn.Linear(model.decoder.out.in_features, num_classes)
         model.config.classification_decoder.num_classes = num_classes
+    else:
+        # The head's rows follow the checkpoint's labels; the data's folders may sort them otherwise.
+        with torch.no_grad():
+            model.decoder.out.weight.copy_(model.decoder.out.weight[order])
+            model.decoder.out.bias.copy_(model.decoder.out.bias[order])
     return model
+
+
+def _head_order(init, labels: list[str]) -> list[int] | None:
+    """Which row of the init checkpoint's head each of `labels` is, from its `.labels.txt`; None when
+    those are another task's labels (the head is replaced)."""
+    sidecar = Path(init).with_suffix(".labels.txt") if isinstance(init, (str, Path)) else None
+    if sidecar is None or not sidecar.is_file():
+        logger.warning("init checkpoint has a %d-class head and no .labels.txt beside it: its rows are taken to "
+                       "be the data's labels in this order: %s", len(labels), ", ".join(labels))
+        return list(range(len(labels)))
+    from hear_edge.export.api import load_labels
+
+    init_labels = load_labels(sidecar)
+    if sorted(init_labels) != sorted(labels):
+        logger.info("init checkpoint's head is for other labels (%s): a new head is trained", ", ".join(init_labels))
+        return None
+    return [init_labels.index(label) for label in labels]
 
 
 RUN_STATE = "last.pt"
@@ -80,9 +104,11 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
         data_dir: one folder per label; or `train/` and `val/` folders that each hold them.
         output: the checkpoint to write (`HEAR.state_dict()`, official keys); `.labels.txt` and
             `.config.json` are written beside it.
-        init: an official checkpoint to start from: a full `HEAR.state_dict()` (its head is
-            replaced when the label count differs) or the acoustic-model file; None trains from
-            scratch with `config` (official defaults when None).
+        init: an official checkpoint to start from: a full `HEAR.state_dict()` or the acoustic-model
+            file; None trains from scratch with `config` (official defaults when None). A full
+            checkpoint's head is kept when the `.labels.txt` beside it names the data's labels (its
+            rows put in the data's label order) or when it has none and the count matches; else a new
+            head is trained.
         freeze_acoustic: train only the Spectrogram Mixture, Task Model and head.
         epochs, seed, batch_size, learning_rate: the run (learning rate defaults: 1e-4 from a
             checkpoint, 5e-4 from scratch, with warm-up and cosine decay). Deterministic for a seed on CPU.
@@ -153,7 +179,7 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
     device, train_data, val_data = start_run(seed, device, data_dir, train_data, val_data, val_fraction)
     precision = resolve_precision(precision, device)
     labels = train_data.labels
-    model = _initial_model(init, config, len(labels)).to(device)
+    model = _initial_model(init, config, labels).to(device)
     if freeze_acoustic:
         for parameter in model.acoustic_model.parameters():
             parameter.requires_grad_(False)
