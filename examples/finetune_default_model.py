@@ -57,6 +57,7 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run in --checkpoint-dir")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after N steps in all (resume later)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--balance-labels", action="store_true", help="draw every label equally often each epoch")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: spinning threads slow a shared host
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
                       teacher_weight=args.teacher_weight, teacher_layer=args.teacher_layer,
                       teacher_cache=args.teacher_cache, precision=args.precision,
                       checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
-                      resume=args.resume, max_steps=args.max_steps)
+                      resume=args.resume, max_steps=args.max_steps, balance_labels=args.balance_labels)
     report = {"train_clips": len(train.clips), "val_clips": len(val.clips), "init": str(args.init),
               "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
               "freeze_acoustic": args.freeze_acoustic, "speed_range": speed_range, "teacher": args.teacher,

@@ -322,7 +322,7 @@ def _finetune(args: argparse.Namespace) -> int:
                       teacher_layer=args.teacher_layer, teacher_loss=args.teacher_loss,
                       teacher_cache=args.teacher_cache, precision=args.precision,
                       checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
-                      resume=args.resume, max_steps=args.max_steps)
+                      resume=args.resume, max_steps=args.max_steps, balance_labels=args.balance_labels)
     for h in result.history:
         teacher = f", teacher loss {h['teacher_loss']:.4f}" if "teacher_loss" in h else ""
         print(f"epoch {h['epoch']}: train loss {h['train_loss']:.4f}{teacher}, "
@@ -511,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="play each training clip at a random speed in this range, e.g. 0.8 1.25")
     tune.add_argument("--frequency-warp", type=float, metavar="FRACTION",
                       help="move each training clip's spectrum by a random factor in 1 +- FRACTION, e.g. 0.12")
+    tune.add_argument("--balance-labels", action="store_true",
+                      help="draw every label equally often each epoch (rare labels' clips repeat)")
     tune.add_argument("--teacher", choices=["whisper-tiny.en"],
                       help="pull a projection of one Acoustic Model layer towards this frozen teacher's frames "
                            '(needs pip install "hear-edge[teacher]")')

@@ -12,7 +12,7 @@ from hear_edge.errors import CheckpointError, InvalidArgumentError  # noqa: E402
 from hear_edge.export import export_bundle  # noqa: E402
 from hear_edge.reference.model import load_checkpoint  # noqa: E402
 from hear_edge.training.finetune import _initial_model, finetune  # noqa: E402
-from hear_edge.training.toolkit import read_labelled_folders, speed_perturb  # noqa: E402
+from hear_edge.training.toolkit import balanced_batches, read_labelled_folders, speed_perturb  # noqa: E402
 
 
 def _make_tone_set(root, per_class=12, seed=0):
@@ -170,6 +170,27 @@ def test_init_reads_wrapped_and_prefixed_checkpoints_as_full_models(tmp_path, wr
     for key, value in model.state_dict().items():
         if not key.startswith("decoder.out."):
             torch.testing.assert_close(value, state[key], rtol=0, atol=0, msg=key)
+
+
+def test_balanced_batches_draw_every_label_equally_and_repeat_rare_ones_by_seed():
+    targets = [0] * 50 + [1] * 7 + [2] * 23  # 80 clips, 26 per label per epoch
+    batches = balanced_batches(targets, np.random.default_rng(3), 8)
+    drawn = np.concatenate(batches)
+    assert np.bincount(np.asarray(targets)[drawn]).tolist() == [26, 26, 26]
+    assert len(set(drawn[np.asarray(targets)[drawn] == 0])) == 26  # a common label: a share, no repeats
+    assert set(drawn[np.asarray(targets)[drawn] == 1]) == set(range(50, 57))  # a rare one: all, repeated
+    again = balanced_batches(targets, np.random.default_rng(3), 8)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+
+
+def test_a_balanced_run_resumes_only_as_a_balanced_run(tone_set, tmp_path):
+    state = tmp_path / "state"
+    finetune(tone_set, tmp_path / "m.pt", config=json.loads((TINY_GOLDEN / "config.json").read_text()), epochs=2,
+             batch_size=8, seed=0, device="cpu", progress=False, checkpoint_dir=state, max_steps=2,
+             balance_labels=True)
+    with pytest.raises(InvalidArgumentError, match="balance_labels: True there, None now"):
+        finetune(tone_set, tmp_path / "m.pt", config=json.loads((TINY_GOLDEN / "config.json").read_text()),
+                 epochs=2, batch_size=8, seed=0, device="cpu", progress=False, checkpoint_dir=state, resume=True)
 
 
 def test_an_init_head_keeps_its_rows_for_the_same_labels_in_the_data_s_order(tmp_path):

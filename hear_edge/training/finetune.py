@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from hear_edge.errors import InvalidArgumentError
 from hear_edge.reference.config import HearConfig
 from hear_edge.reference.model import HEAR, _read_state_dict, is_acoustic_only, load_checkpoint
-from .toolkit import (LabelledAudio, autocast, batch_logits, evaluate, progress_bar, resolve_precision,
-                      restore_rng_states, rng_states, save_run_state, shuffled_batches, speed_perturb, start_run,
-                      write_sidecars)
+from .toolkit import (LabelledAudio, autocast, balanced_batches, batch_logits, evaluate, progress_bar,
+                      resolve_precision, restore_rng_states, rng_states, save_run_state, shuffled_batches,
+                      speed_perturb, start_run, write_sidecars)
 
 logger = logging.getLogger("hear_edge")
 
@@ -97,7 +97,7 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
              teacher_layer: int = -1, teacher_loss: str = "cosine", teacher_cache: str | Path | None = None,
              precision: str = "auto", checkpoint_dir: str | Path | None = None,
              checkpoint_every: int | None = None, resume: bool = False,
-             max_steps: int | None = None) -> FinetuneResult:
+             max_steps: int | None = None, balance_labels: bool = False) -> FinetuneResult:
     """Train HEAR's head (and, unless frozen, the Acoustic Model) on labelled folders of audio.
 
     Args:
@@ -119,6 +119,9 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
             a cheap stand-in for more speakers.
         frequency_warp: stretch each training clip's frequency axis by a random factor in
             [1 - w, 1 + w] (formants move, pitch and tempo stay): another stand-in for speakers.
+        balance_labels: each epoch draws every label equally often (clips of rare labels repeat, of
+            common ones a random share), so a label that most of the data holds stops being the
+            safe guess.
         teacher: "whisper-tiny.en" (needs `pip install "hear-edge[teacher]"`) or an object with
             `teacher_id`, `width` and `encode(clips)`: a learned projection of Acoustic Model layer
             `teacher_layer`'s frames is pulled towards the frozen teacher's frames (50 frames/s, the
@@ -196,7 +199,8 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
         trainable += list(regulariser.projection.parameters())
     learning_rate = learning_rate or (1e-4 if init is not None else 5e-4)
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
-    steps_per_epoch = math.ceil(len(train_data.clips) / batch_size)
+    epoch_clips = len(train_data.clips) // len(labels) * len(labels) if balance_labels else len(train_data.clips)
+    steps_per_epoch = math.ceil(epoch_clips / batch_size)
     total_steps, warmup = epochs * steps_per_epoch, max(1, steps_per_epoch // 2)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, step / max(1, total_steps)))))
@@ -211,11 +215,14 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
                 "frequency_warp": frequency_warp, "augment": augment is not None,
                 "teacher": None if teacher is None else [teacher.teacher_id, teacher_weight,
                                                          regulariser.layer, teacher_loss]}
+    if balance_labels:  # only when set, so that states saved before the option existed still resume
+        settings["balance_labels"] = True
     first_epoch, batches, next_batch, losses, teacher_losses, elapsed_minutes = 1, None, 0, [], [], 0.0
     if resume:
         state = torch.load(run_state_path, map_location="cpu", weights_only=True)
         saved = state["settings"]
-        differing = [f"{k}: {saved.get(k)!r} there, {settings[k]!r} now" for k in settings if saved.get(k) != settings[k]]
+        differing = [f"{k}: {saved.get(k)!r} there, {settings.get(k)!r} now"
+                     for k in sorted(settings.keys() | saved.keys()) if saved.get(k) != settings.get(k)]
         if differing:
             raise InvalidArgumentError(f"resume: {run_state_path} was saved by a run with other settings "
                                        f"({'; '.join(differing)}); resume with the same settings or start a "
@@ -253,7 +260,9 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
         if freeze_acoustic:
             model.acoustic_model.eval()
         if batches is None:
-            batches, next_batch, losses, teacher_losses = shuffled_batches(len(train_data.clips), rng, batch_size), 0, [], []
+            batches = balanced_batches(train_data.targets, rng, batch_size) if balance_labels \
+                else shuffled_batches(len(train_data.clips), rng, batch_size)
+            next_batch, losses, teacher_losses = 0, [], []
         bar = progress_bar(range(next_batch, len(batches)), f"epoch {epoch}/{epochs}", progress)
         for index in bar:
             picked = batches[index]

@@ -119,6 +119,20 @@ def shuffled_batches(count: int, rng: np.random.Generator, batch_size: int) -> l
     return [picked for picked in batches if len(picked) >= 2]
 
 
+def balanced_batches(targets, rng: np.random.Generator, batch_size: int) -> list[np.ndarray]:
+    """One epoch's batches in which every label is drawn equally often (len(targets) // labels clips each):
+    a label with more clips gives a random share of them, one with fewer is repeated, each pass in a new
+    order; a last batch of one clip is dropped."""
+    targets = np.asarray(targets)
+    groups = [np.flatnonzero(targets == label) for label in np.unique(targets)]
+    share = len(targets) // len(groups)
+    drawn = [np.concatenate([rng.permutation(members) for _ in range(-(-share // len(members)))])[:share]
+             for members in groups]
+    order = rng.permutation(np.concatenate(drawn))
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    return [picked for picked in batches if len(picked) >= 2]
+
+
 def progress_bar(items, description: str, progress: bool):
     """`items` behind a tqdm bar when tqdm is installed."""
     try:
