@@ -176,13 +176,20 @@ def test_clips_over_30_seconds_are_refused():
         model(torch.zeros(1, 1, too_long), torch.tensor([too_long]))
 
 
-@pytest.mark.parametrize("length, valid", [(2, 2), (3, 2), (150, 150), (300, 300), (300, 251), (37, 5)])
-def test_skew_relative_attention_equals_the_official_gather(length, valid):
-    torch.manual_seed(0)
+def _random_attention(seed: int, std: float) -> MultiHeadSelfAttentionWithRelativePosition:
+    """A 4-head, 32-wide attention with random weights of `std` (no dropout)."""
+    torch.manual_seed(seed)
     attention = MultiHeadSelfAttentionWithRelativePosition(32, 4, 0.0, 300).eval()
     with torch.no_grad():
         for p in attention.parameters():
-            p.normal_(0, 0.5)
+            p.normal_(0, std)
+    return attention
+
+
+@pytest.mark.parametrize("length, valid", [(2, 2), (3, 2), (150, 150), (300, 300), (300, 251), (37, 5)])
+def test_skew_relative_attention_equals_the_official_gather(length, valid):
+    attention = _random_attention(0, 0.5)
+    with torch.no_grad():
         hidden = torch.randn(2, length, 32)
         mask = torch.arange(length)[None, :] < torch.tensor([length, valid])[:, None]
         skew = attention(hidden, mask)
@@ -195,12 +202,9 @@ def test_skew_relative_attention_equals_the_official_gather(length, valid):
 @pytest.mark.parametrize("mode", ["skew", "gather"])
 def test_unbatched_attention_equals_the_batched_one(length, mode):
     # The exported window graph runs unbatched (frames, hidden) states; the reference runs (B, T, H).
-    torch.manual_seed(1)
-    attention = MultiHeadSelfAttentionWithRelativePosition(32, 4, 0.0, 300).eval()
+    attention = _random_attention(1, 0.5)
     attention.position_mode = mode
     with torch.no_grad():
-        for p in attention.parameters():
-            p.normal_(0, 0.5)
         hidden = torch.randn(1, length, 32)
         batched, unbatched = attention(hidden, None)[0], attention(hidden[0], None)
     assert unbatched.shape == (length, 32)
@@ -214,11 +218,8 @@ def test_query_blocks_equal_the_official_gather(length, valid):
     # against its T + B - 1 table rows; lengths off the block size pad the last block.
     # Weights of std 0.2 give outputs of magnitude 2-3, as the trained model's; at 0.5 (magnitude 16)
     # fp32 rounding alone moves the official gather itself by 4e-5 from float64.
-    torch.manual_seed(2)
-    attention = MultiHeadSelfAttentionWithRelativePosition(32, 4, 0.0, 300).eval()
+    attention = _random_attention(2, 0.2)
     with torch.no_grad():
-        for p in attention.parameters():
-            p.normal_(0, 0.2)
         hidden = torch.randn(length, 32)
         mask = torch.arange(length) < valid
         rows = relative_position_rows(length, 300)
