@@ -11,7 +11,8 @@ def _run(code: str) -> subprocess.CompletedProcess:
 # The torch boundary, by folder: these run without torch or tensorflow (what a Pi installs); the others
 # (reference/, training/, export/) are torch's side. A new module in a torch-free folder is covered here
 # without a list; a new folder of hear_edge/ must be put on one side.
-TORCH_FREE_FOLDERS = ("hear_edge", "hear_edge/signal", "hear_edge/bundle", "hear_edge/run", "hear_edge/tools", "runtimes")
+TORCH_FREE_FOLDERS = ("hear_edge", "hear_edge/signal", "hear_edge/bundle", "hear_edge/run", "hear_edge/tools",
+                      "runtimes")
 TORCH_FOLDERS = ("hear_edge/reference", "hear_edge/training", "export")
 INSTALLED_AS = {"runtimes": "hear_edge.runtimes", "export": "hear_edge.export"}
 
