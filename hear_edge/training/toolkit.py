@@ -114,9 +114,7 @@ def epoch_batches(count: int, rng: np.random.Generator, batch_size: int, descrip
 
 def shuffled_batches(count: int, rng: np.random.Generator, batch_size: int) -> list[np.ndarray]:
     """One epoch's batches of clip indices in a random order; a last batch of one clip is dropped."""
-    order = rng.permutation(count)
-    batches = [order[start:start + batch_size] for start in range(0, count, batch_size)]
-    return [picked for picked in batches if len(picked) >= 2]
+    return _in_batches(rng.permutation(count), batch_size)
 
 
 def balanced_batches(targets, rng: np.random.Generator, batch_size: int) -> list[np.ndarray]:
@@ -128,7 +126,11 @@ def balanced_batches(targets, rng: np.random.Generator, batch_size: int) -> list
     share = len(targets) // len(groups)
     drawn = [np.concatenate([rng.permutation(members) for _ in range(-(-share // len(members)))])[:share]
              for members in groups]
-    order = rng.permutation(np.concatenate(drawn))
+    return _in_batches(rng.permutation(np.concatenate(drawn)), batch_size)
+
+
+def _in_batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """`order` cut into batches; a last batch of one clip is dropped (BatchNorm needs two)."""
     batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
     return [picked for picked in batches if len(picked) >= 2]
 
