@@ -1,19 +1,20 @@
 """Keyword detection on a long stream: recall and false alarms per minute, per score threshold.
 
     python3 examples/evaluate_stream.py STREAM.flac [--bundle B] [--backend onnx] [--precision int8]
-        [--max-false-alarms-per-minute 1.0] [--write-threshold] [--json out.json]
+        [--smoothing SECONDS] [--max-false-alarms-per-minute 1.0] [--write-threshold] [--json out.json]
 
 STREAM.flac comes with STREAM.json (its words: start_s, end_s, label), as
 `examples/kws/kws.py stream` writes them. The stream runs once with the bundle's context and hop
 and no threshold; every threshold of the sweep is then replayed from those results with the
-runtime's own detection rule (`hear_edge.run.streaming.replay_detections`).
+runtime's own detection rule (`hear_edge.run.streaming.replay_detections`), with the bundle's score
+smoothing or `--smoothing`.
 
 Scoring: a detection (label L over window [s, e)) is a hit when the window overlaps an
 undetected word labelled L; anything else is a false alarm, a second detection of a word
 included. The chosen threshold is the lowest whose false alarms per minute stay within the
 limit, so the one with the highest recall there. Choose it on a validation stream
-(`--write-threshold` records it in the bundle's manifest, `streaming.score_threshold`), then
-report a held-out stream at the bundle's threshold.
+(`--write-threshold` records it and the smoothing in the bundle's manifest, `streaming.score_threshold`
+and `streaming.smoothing_seconds`), then report a held-out stream at the bundle's settings.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--context", type=float, help="seconds per result (default: the bundle's)")
     parser.add_argument("--hop", type=float, help="seconds between results (default: the bundle's)")
+    parser.add_argument("--smoothing", type=float, help="seconds of results whose mean scores detections read "
+                                                        "(default: the bundle's; 0: each result alone)")
     parser.add_argument("--max-false-alarms-per-minute", type=float, default=1.0)
     parser.add_argument("--write-threshold", action="store_true",
                         help="record the chosen threshold in the bundle's manifest (streaming.score_threshold)")
@@ -92,9 +95,10 @@ def main(argv=None) -> int:
     results, stream = stream_results(model, args.stream, args.context, args.hop)
     minutes = words["seconds"] / 60
     background = set(model.manifest.background_labels)
+    smoothing = model.manifest.stream_smoothing_seconds if args.smoothing is None else args.smoothing
 
     def at(threshold):
-        found = replay_detections(results, model.labels, model.manifest.background_labels, threshold)
+        found = replay_detections(results, model.labels, model.manifest.background_labels, threshold, smoothing)
         return {"threshold": threshold, **score(found, words["events"], minutes, background)}
 
     sweep = [at(t) for t in THRESHOLDS]
@@ -106,7 +110,7 @@ def main(argv=None) -> int:
         "stream_settings": {k: words.get(k) for k in ("split", "seed", "engines", "clips_dir")},
         "bundle": str(model.bundle_dir), "model_version": model.manifest.model_version,
         "backend": model.backend, "precision": model.precision,
-        "context_seconds": stream.context_seconds, "hop_seconds": stream.hop_seconds,
+        "context_seconds": stream.context_seconds, "hop_seconds": stream.hop_seconds, "smoothing_seconds": smoothing,
         "host": cpu_model_and_flags(),
         "max_false_alarms_per_minute": args.max_false_alarms_per_minute,
         "chosen": chosen,
@@ -115,7 +119,7 @@ def main(argv=None) -> int:
                   for row in sweep],
     }
     print(f"{args.stream}: {minutes:.1f} min, {report['keywords']} keywords; {model.backend} {model.precision}, "
-          f"context {report['context_seconds']:g} s, hop {report['hop_seconds']:g} s")
+          f"context {report['context_seconds']:g} s, hop {report['hop_seconds']:g} s, smoothing {smoothing:g} s")
     for row in [r for r in sweep if r["threshold"] in (0.3, 0.5, 0.7, 0.9, 0.95, 0.97, 0.98, 0.99, 0.999)]:
         print(f"  threshold {row['threshold']:.3f}: recall {row['recall']:.1%}, "
               f"{row['false_alarms_per_minute']:.2f} false alarms / min")
@@ -135,9 +139,11 @@ def main(argv=None) -> int:
             print("not writing a threshold: none meets the limit", file=sys.stderr)
             return 1
         model.manifest.streaming["score_threshold"] = chosen["threshold"]
+        model.manifest.streaming["smoothing_seconds"] = smoothing
         model.manifest.streaming["background_labels"] = model.manifest.background_labels
         model.manifest.write(model.bundle_dir)
-        print(f"wrote streaming.score_threshold = {chosen['threshold']} into {model.bundle_dir}/manifest.json")
+        print(f"wrote streaming.score_threshold = {chosen['threshold']} and smoothing_seconds = {smoothing:g} into "
+              f"{model.bundle_dir}/manifest.json")
     return 0
 
 

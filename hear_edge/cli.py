@@ -147,8 +147,8 @@ def _stream(args: argparse.Namespace) -> int:
     import time
 
     from hear_edge.run.results import _ResultFilter
-    from hear_edge.signal.stream_timing import check_stream_timing
     from hear_edge.signal.frontend import SAMPLE_RATE_HZ
+    from hear_edge.signal.stream_timing import check_smoothing_seconds, check_stream_timing
 
     if args.list_devices:
         return _list_devices()
@@ -173,15 +173,19 @@ def _stream(args: argparse.Namespace) -> int:
         check_stream_timing(hop, context, model.segment_samples / SAMPLE_RATE_HZ,
                             names=("--hop" if args.hop is not None else "the bundle's stream hop",
                                    "--context" if args.context is not None else "the bundle's stream context"))
+        if args.smoothing is not None:
+            check_smoothing_seconds(args.smoothing, "--smoothing")
     except InvalidArgumentError as error:
         args.parser.error(str(error).rstrip("."))
     # --threshold, else the bundle's recommended one, decides what a detection is, with or without --all.
     stream = model.create_stream(hop_seconds=hop, context_seconds=context, max_results=args.top_k,
-                                 score_threshold="auto" if args.threshold is None else args.threshold)
+                                 score_threshold="auto" if args.threshold is None else args.threshold,
+                                 smoothing_seconds="auto" if args.smoothing is None else args.smoothing)
     every_score = _ResultFilter(model.labels, args.top_k, None, None, None)  # what --all shows of each result
     chosen = stream.score_threshold
     rule = (f"best label not {', '.join(model.manifest.background_labels) or 'a background label'}"
-            + (f", score >= {chosen:g}" if chosen is not None else ""))
+            + (f", score >= {chosen:g}" if chosen is not None else "")
+            + (f", scores averaged over {stream.smoothing_seconds:g} s of results" if stream.smoothing_samples else ""))
     if not args.all:
         logging.getLogger("hear_edge").info("printing detections (%s); --all prints every result", rule)
     counts = {"results": 0, "detections": 0}
@@ -291,8 +295,10 @@ def _info(args: argparse.Namespace) -> int:
     print(f"stream defaults: context {stream['context_seconds']:g} s, hop {stream['hop_seconds']:g} s"
           + (f" (head trained on {trained:g} s clips)" if trained else ""))
     threshold = manifest.stream_score_threshold
+    smoothing = manifest.stream_smoothing_seconds
     print(f"stream detections: best label not in {manifest.background_labels}, "
-          + (f"score >= {threshold:g} (recommended)" if threshold is not None else "no recommended threshold"))
+          + (f"score >= {threshold:g} (recommended)" if threshold is not None else "no recommended threshold")
+          + (f", scores averaged over {smoothing:g} s of results" if smoothing else ""))
     print("| graph | format | precision | size MB | sha256 |")
     print("|---|---|---|---|---|")
     for g in manifest.graphs:
@@ -585,6 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "the clip length its head was trained on)")
     stream.add_argument("--threshold", type=_probability, help="detection score threshold, 0 to 1 (default: "
                         "the bundle's recommended one, see `hear-edge info`)")
+    stream.add_argument("--smoothing", type=_non_negative_float, metavar="SECONDS",
+                        help="detections read the mean scores of the results within this span, 0 to 2 s "
+                             "(default: the bundle's, see `hear-edge info`; 0: each result alone)")
     stream.add_argument("--all", action="store_true", help="print every result, not only detections (which "
                                                            "the threshold still decides)")
     stream.add_argument("--realtime", action="store_true", help="feed the file at its real-time pace")

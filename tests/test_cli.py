@@ -178,6 +178,15 @@ def test_embed_writes_exactly_the_path_it_prints(tmp_path):
         assert saved["frames"].shape == (50, 32) and saved["scene"].shape == (96,)
 
 
+def test_stream_smoothing_flag_is_checked_and_shown(tmp_path):
+    refused = _cli("stream", CLIP, "--bundle", BUNDLE, "--smoothing", "0.125")
+    assert refused.returncode == 2
+    assert "--smoothing must be a multiple of 10 ms (the frame hop), got 0.125" in refused.stderr
+    shown = _cli("stream", CLIP, "--bundle", BUNDLE, "--hop", "0.25", "--context", "1", "--smoothing", "0.25", "-v")
+    assert shown.returncode == 0, shown.stderr
+    assert "scores averaged over 0.25 s of results" in shown.stderr
+
+
 def test_bench_with_no_usable_backend_exits_non_zero(tmp_path):
     # The tiny bundle has only ONNX graphs, and onnxruntime is blocked: nothing can run.
     result = _cli("bench", "--bundle", BUNDLE, "--quick", "--out", tmp_path,

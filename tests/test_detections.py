@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO_ROOT, TINY_CASES, TINY_GOLDEN
 from hear_edge import HearEdge
 from hear_edge.bundle.manifest import default_background_labels, read_manifest
-from hear_edge.errors import ConfigError, InvalidArgumentError, LabelError
+from hear_edge.errors import BundleError, ConfigError, InvalidArgumentError, LabelError
 from hear_edge.run.streaming import replay_detections
 
 BUNDLE = REPO_ROOT / "tests" / "data" / "tiny-golden.hearedge"
@@ -98,6 +98,64 @@ def test_replay_gives_the_streams_own_detections_at_every_threshold():
         live = [(r.end_s, r.detection.label) for r in _run(stream, _audio()) if r.detection]
         replayed = [(r.end_s, c.label) for r, c in replay_detections(every, model.labels, [], threshold)]
         assert live == replayed and live
+
+
+def test_smoothing_detects_on_the_mean_scores_of_the_results_within_its_span():
+    model = HearEdge.load(BUNDLE, backend="onnx")
+    every = _run(model.create_stream(hop_seconds=0.25, context_seconds=1.0, score_threshold=None, max_results=None),
+                 _audio())
+    stream = model.create_stream(hop_seconds=0.25, context_seconds=1.0, score_threshold=None, smoothing_seconds=0.5)
+    assert stream.smoothing_seconds == 0.5
+    live = _run(stream, _audio())
+    last_end, expected = {}, []
+    for i, r in enumerate(every):  # the rule, result by result: the three results ending within 0.5 s
+        mean = np.mean([e.scores for e in every[max(0, i - 2):i + 1]], axis=0)
+        best = model.labels[int(np.argmax(mean))]
+        expected.append(None if last_end.get(best, -1.0) > r.start_s else best)
+        last_end[best] = r.end_s
+    assert [r.detection.label if r.detection else None for r in live] == expected
+    # Results keep their own scores; only the rule reads the mean.
+    assert all(np.array_equal(a.scores, b.scores) for a, b in zip(live, every))
+    unsmoothed = [r.detection.label if r.detection else None for r in _run(
+        model.create_stream(hop_seconds=0.25, context_seconds=1.0, score_threshold=None), _audio())]
+    assert unsmoothed != expected
+    replayed = replay_detections(every, model.labels, [], None, smoothing_seconds=0.5)
+    assert [(r.end_s, c.label) for r, c in replayed] == [(r.end_s, r.detection.label) for r in live if r.detection]
+    assert all(c.score == pytest.approx(float(np.mean([e.scores for e in every if r.end_s - 0.5 - 1e-9 <= e.end_s
+                                                        <= r.end_s], axis=0).max()), abs=1e-6)
+               for r, c in replayed)
+
+
+def test_auto_takes_the_bundles_smoothing(tmp_path):
+    model = HearEdge.load(_edited(tmp_path, smoothing_seconds=0.25), backend="onnx")
+    assert model.manifest.stream_smoothing_seconds == 0.25
+    assert model.create_stream().smoothing_seconds == 0.25
+    assert model.create_stream(smoothing_seconds=None).smoothing_seconds == 0.0
+    assert model.create_stream(smoothing_seconds=1).smoothing_seconds == 1.0
+    assert HearEdge.load(BUNDLE, backend="onnx").create_stream().smoothing_seconds == 0.0
+
+
+@pytest.mark.parametrize("value, message", [
+    (-0.25, r"smoothing_seconds must be between 0.0 and 2.0 s, got -0.25\."),
+    (2.5, r"smoothing_seconds must be between 0.0 and 2.0 s, got 2.5\."),
+    (0.125, r"smoothing_seconds must be a multiple of 10 ms \(the frame hop\), got 0.125\."),
+    ("long", r"smoothing_seconds must be a number of seconds, got 'long'\."),
+])
+def test_a_smoothing_out_of_range_or_off_the_frame_grid_is_refused(value, message):
+    model = HearEdge.load(BUNDLE, backend="onnx")
+    with pytest.raises(InvalidArgumentError, match=message):
+        model.create_stream(smoothing_seconds=value)
+
+
+def test_a_manifest_with_a_bad_smoothing_is_refused_at_load(tmp_path):
+    copy = tmp_path / "bad.hearedge"
+    shutil.copytree(BUNDLE, copy)
+    manifest = read_manifest(copy)
+    manifest.streaming["smoothing_seconds"] = 5
+    manifest.write(copy)
+    with pytest.raises(BundleError, match=r"manifest field streaming.smoothing_seconds must be between 0.0 and 2.0 s, "
+                                          r"got 5\. The manifest is damaged"):
+        read_manifest(copy)
 
 
 def test_export_checks_the_detection_settings_before_any_work():

@@ -117,7 +117,8 @@ class Manifest:
     description: str = ""
     # How to stream this model: {"clip_seconds": the length the head was trained on (None if
     # unknown), "context_seconds", "hop_seconds", optionally "score_threshold" (the recommended
-    # detection threshold, chosen on a validation stream) and "background_labels" (labels that are
+    # detection threshold, chosen on a validation stream), "smoothing_seconds" (the span whose
+    # results' mean scores detections read, chosen with it) and "background_labels" (labels that are
     # never detections)}; empty in bundles older than schema 2.
     streaming: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
@@ -151,6 +152,11 @@ class Manifest:
         """The detection threshold the bundle recommends for streams (None: it recommends none)."""
         threshold = self.streaming.get("score_threshold")
         return None if threshold is None else float(threshold)
+
+    @property
+    def stream_smoothing_seconds(self) -> float:
+        """The score smoothing the bundle recommends for stream detections (0.0: none, as in bundles without it)."""
+        return float(self.streaming.get("smoothing_seconds") or 0.0)
 
     @property
     def background_labels(self) -> list[str]:

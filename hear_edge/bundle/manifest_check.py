@@ -13,7 +13,7 @@ import re
 from hear_edge.errors import BundleError, InvalidArgumentError
 from hear_edge.signal.frontend import FrontendParams
 from hear_edge.signal.segments import segment_samples
-from hear_edge.signal.stream_timing import check_stream_timing
+from hear_edge.signal.stream_timing import check_smoothing_seconds, check_stream_timing
 from .schema import FORMATS, PRECISIONS, ROLES
 
 MAX_WINDOW_FRAMES = 10_000
@@ -42,7 +42,8 @@ PROBE_PROJECTIONS = 16
 MAX_PROBE_ELEMENTS = 1 << 25
 _BUCKET_FILE_KEYS = ("file", "sha256", "bytes")
 _TENSOR_KEYS = ("name", "shape", "dtype")
-_STREAMING_KEYS = ("clip_seconds", "context_seconds", "hop_seconds", "score_threshold", "background_labels")
+_STREAMING_KEYS = ("clip_seconds", "context_seconds", "hop_seconds", "score_threshold", "background_labels",
+                   "smoothing_seconds")
 
 
 class _Checker:
@@ -221,6 +222,11 @@ def validate_manifest(data, source: str = "manifest") -> None:
                 continue
             if key == "score_threshold":
                 check.number(value, f"streaming.{key}", 0.0, 1.0)
+            elif key == "smoothing_seconds":
+                try:
+                    check_smoothing_seconds(value, f"streaming.{key}")
+                except InvalidArgumentError as error:
+                    raise _damaged_stream_field(source, error) from None
             elif key == "background_labels":
                 if not isinstance(value, list) or any(label not in labels for label in value) \
                         or len(set(value)) != len(value):
@@ -235,8 +241,13 @@ def validate_manifest(data, source: str = "manifest") -> None:
             try:  # the limits create_stream holds the defaults to (one segment of max_task_frames at most)
                 check_stream_timing(hop, context, longest, ("streaming.hop_seconds", "streaming.context_seconds"))
             except InvalidArgumentError as error:
-                raise BundleError(f"{source}: manifest field {error} The manifest is damaged or was not written "
-                                  f"by `hear-edge export`: re-export or re-copy the bundle.") from None
+                raise _damaged_stream_field(source, error) from None
+
+
+def _damaged_stream_field(source, error: InvalidArgumentError) -> BundleError:
+    """A streaming field the runtime's own check refused (its message names the field)."""
+    return BundleError(f"{source}: manifest field {error} The manifest is damaged or was not written by "
+                       f"`hear-edge export`: re-export or re-copy the bundle.")
 
 
 def _check_probe(check: _Checker, graph: dict, where: str, max_frames: int) -> None:

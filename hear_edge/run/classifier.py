@@ -235,7 +235,7 @@ class HearEdge:
 
     def create_stream(self, hop_seconds: float | None = None, context_seconds: float | None = None,
                       max_results: int | None = DEFAULT_MAX_RESULTS, score_threshold: float | str | None = "auto", allowlist=None,
-                      denylist=None):
+                      denylist=None, smoothing_seconds: float | str | None = "auto"):
         """A new stream over this model; see `ClassificationStream`. One model serves many streams.
 
         Args:
@@ -250,13 +250,21 @@ class HearEdge:
                 recommended threshold (`manifest.stream_score_threshold`, chosen on a validation
                 stream), or None where it has none; None keeps every score and detects any score.
             max_results, allowlist, denylist: as for `classify`.
+            smoothing_seconds: detections read the mean scores of the results ending within this
+                many seconds before each result (a multiple of 10 ms, 0 to 2 s; at the 0.25 s hop,
+                0.25 averages two results). "auto" takes the bundle's
+                (`manifest.stream_smoothing_seconds`, chosen with the threshold); None or 0: each
+                result alone. Results' own scores and categories are never smoothed.
         """
         if isinstance(score_threshold, str) and score_threshold == "auto":  # other values: _ResultFilter checks
             score_threshold = self.manifest.stream_score_threshold
+        if isinstance(smoothing_seconds, str) and smoothing_seconds == "auto":  # other values: the stream checks
+            smoothing_seconds = self.manifest.stream_smoothing_seconds
         defaults = self.manifest.stream_defaults
         return ClassificationStream(self, defaults["hop_seconds"] if hop_seconds is None else hop_seconds,
                                     defaults["context_seconds"] if context_seconds is None else context_seconds,
-                                    _ResultFilter(self.labels, max_results, score_threshold, allowlist, denylist))
+                                    _ResultFilter(self.labels, max_results, score_threshold, allowlist, denylist),
+                                    0.0 if smoothing_seconds is None else smoothing_seconds)
 
 
 def _resampled_mono(blocks: Iterator[np.ndarray], rate: int) -> Iterator[np.ndarray]:

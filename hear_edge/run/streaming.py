@@ -13,6 +13,7 @@ the signal, are computed per window. Each window's acoustic graph runs once, for
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 
@@ -21,8 +22,8 @@ import numpy as np
 from hear_edge.errors import AudioTooShortError, InvalidAudioError
 from hear_edge.signal.audio import check_array, check_sample_rate, mono_resampler
 from hear_edge.signal.frontend import SAMPLE_RATE_HZ, FrontendParams
-from hear_edge.signal.stream_timing import check_stream_timing
-from .results import Category, ClassificationResult, _ResultFilter, build_result
+from hear_edge.signal.stream_timing import check_smoothing_seconds, check_stream_timing
+from .results import Category, _ResultFilter, build_result
 
 # The frontend's frame grid, which the stream's frame cache follows.
 _HOP = FrontendParams().hop_samples
@@ -32,39 +33,50 @@ _HALF_WINDOW = FrontendParams().window_samples // 2
 class _Detections:
     """The detection rule (see `ClassificationStream`), over results in stream order."""
 
-    def __init__(self, background: set[int]):
+    def __init__(self, background: set[int], keep, smoothing_samples: int):
         self._background = background
+        self._keep = keep
+        self._smoothing_samples = smoothing_samples
+        self._recent = collections.deque()  # (end sample, scores, logits) of the results a detection averages
         self._last_hit_end_s: dict[int, float] = {}  # label index -> end of the last window that hit it
 
     def detect(self, result) -> Category | None:
-        best = result.categories[0] if result.categories else None
+        end = round(result.end_s * SAMPLE_RATE_HZ)
+        self._recent.append((end, result.scores, result.logits))
+        while end - self._recent[0][0] > self._smoothing_samples:
+            self._recent.popleft()
+        scores = np.mean([r[1] for r in self._recent], axis=0, dtype=np.float64).astype(np.float32)
+        logits = np.mean([r[2] for r in self._recent], axis=0, dtype=np.float64).astype(np.float32)
+        kept = self._keep(scores, logits)
+        best = kept[0] if kept else None
         # The best kept category is a hit only if it is the best of all labels and not background.
-        if best is None or best.index in self._background or best.score < float(result.scores.max()):
+        if best is None or best.index in self._background or best.score < float(scores.max()):
             return None
         overlaps = self._last_hit_end_s.get(best.index, -1.0) > result.start_s
         self._last_hit_end_s[best.index] = result.end_s
         return None if overlaps else best
 
 
-def replay_detections(results, labels: list[str], background_labels, score_threshold: float | None) -> list:
-    """The detections a stream with `score_threshold` reports, from the results of the same stream
-    run with score_threshold=None: one stream run serves a sweep of thresholds.
+def replay_detections(results, labels: list[str], background_labels, score_threshold: float | None,
+                      smoothing_seconds: float = 0.0) -> list:
+    """The detections a stream with `score_threshold` and `smoothing_seconds` reports, from the results
+    of the same stream run with score_threshold=None: one stream run serves a sweep of both.
 
     Args:
         results: a stream's ClassificationResults in order (any max_results; every score is kept).
         labels, background_labels: the model's (`model.labels`, `model.manifest.background_labels`).
         score_threshold: a probability in [0, 1], or None.
+        smoothing_seconds: as `HearEdge.create_stream`'s (0: each result alone).
 
     Returns:
         (result, detected Category) pairs, in order.
     """
-    keep = _ResultFilter(labels, 1, score_threshold, None, None)
-    detections = _Detections({labels.index(label) for label in background_labels})
+    detections = _Detections({labels.index(label) for label in background_labels},
+                             _ResultFilter(labels, 1, score_threshold, None, None),
+                             check_smoothing_seconds(smoothing_seconds))
     found = []
     for result in results:
-        kept = ClassificationResult(keep(result.scores, result.logits), result.scores, result.logits, labels,
-                                    result.start_s, result.end_s)
-        detected = detections.detect(kept)
+        detected = detections.detect(result)
         if detected is not None:
             found.append((result, detected))
     return found
@@ -81,12 +93,17 @@ class ClassificationStream:
     allowlist / denylist and scores at least the score threshold is a hit. A hit starts a
     detection (`result.detection`, its category) unless its window overlaps the window of the last
     hit of the same label: one word heard in several overlapping windows is one detection.
+    With score smoothing (`smoothing_seconds` > 0), the rule reads the mean scores of the results
+    that end within that span before this one's end (this one included) instead of its own: a
+    word scores high in neighbouring windows, a passing sound in one. A result's own categories
+    and scores are never smoothed.
     """
 
-    def __init__(self, model, hop_seconds: float, context_seconds: float, keep):
+    def __init__(self, model, hop_seconds: float, context_seconds: float, keep, smoothing_seconds: float = 0.0):
         self.model = model
         self.hop_samples, self.context_samples = check_stream_timing(hop_seconds, context_seconds,
                                                                      model.segment_samples / SAMPLE_RATE_HZ)
+        self.smoothing_samples = check_smoothing_seconds(smoothing_seconds)
         self._keep = keep
         self._background = {model.labels.index(label) for label in model.manifest.background_labels}
         self._frontend = model.frontend
@@ -106,6 +123,11 @@ class ClassificationStream:
     def context_seconds(self) -> float:
         return self.context_samples / SAMPLE_RATE_HZ
 
+    @property
+    def smoothing_seconds(self) -> float:
+        """The span whose results' mean scores decide detections (0: each result alone)."""
+        return self.smoothing_samples / SAMPLE_RATE_HZ
+
     def reset(self) -> None:
         """Forget all audio; the next chunk starts a new stream (and may use another sample rate)."""
         with self._lock:
@@ -123,7 +145,7 @@ class ClassificationStream:
         self._next_frame = 2        # frames 0 and 1 reach before the stream's start
         self._next_end = self.hop_samples
         self._last_end = 0
-        self._detections = _Detections(self._background)
+        self._detections = _Detections(self._background, self._keep, self.smoothing_samples)
 
     def accept_waveform(self, samples: np.ndarray, sample_rate: int) -> list:
         """Add a chunk of any size; returns the results (ClassificationResult) that became ready.

@@ -1,4 +1,5 @@
-"""A stream's hop and context limits: for `create_stream`, the CLI's flags, export's defaults and the manifest check."""
+"""A stream's hop, context and score smoothing limits: for `create_stream`, the CLI's flags, export's defaults and
+the manifest check."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from .frontend import SAMPLE_RATE_HZ, FrontendParams
 
 STEP_SAMPLES = FrontendParams().hop_samples  # 10 ms: results fall on the frontend's frame grid
 MIN_SECONDS = 0.05
+# Scores averaged over more than this would blur words said a second apart into one another.
+MAX_SMOOTHING_SECONDS = 2.0
 
 
 def _to_samples(seconds, name: str, minimum_s: float, maximum_s: float) -> int:
@@ -34,3 +37,9 @@ def check_stream_timing(hop_seconds, context_seconds, max_seconds: float,
         raise InvalidArgumentError(f"{hop_name} ({hop_seconds}) must not exceed {context_name} ({context_seconds}): "
                                    f"audio between windows would never be classified.")
     return hop_samples, context_samples
+
+
+def check_smoothing_seconds(smoothing_seconds, name: str = "smoothing_seconds") -> int:
+    """A detection's score averaging span in 16 kHz samples: a 10 ms multiple from 0 (each result alone) to
+    MAX_SMOOTHING_SECONDS; InvalidArgumentError otherwise. `name` is what the message calls it."""
+    return _to_samples(smoothing_seconds, name, 0.0, MAX_SMOOTHING_SECONDS)
