@@ -3,7 +3,7 @@
 The fp32 checkpoint of the default model is not committed: its weights are read back from the
 shipped bundle's int8 ONNX graphs (`examples/recover_checkpoint.py`), then exported again as ONNX
 int8 and TFLite int8 with the bundle's name, version, description, labels, stream settings
-(clip length, context, hop, recommended threshold, background labels) and model card, gated on the
+(clip length, context, hop, recommended threshold and smoothing, background labels) and model card, gated on the
 same 52 real recordings (tests/data/real, tests/data/real_voice) and 6 synthetic clips.
 
     python3 examples/reexport_default_model.py            # replaces hear_edge/assets/hear-kws12-demo.hearedge
@@ -66,6 +66,7 @@ def main(argv=None) -> int:
                       stream_context_seconds=streaming.get("context_seconds"),
                       stream_hop_seconds=streaming.get("hop_seconds"),
                       stream_score_threshold=streaming.get("score_threshold"),
+                      stream_smoothing_seconds=streaming.get("smoothing_seconds"),
                       background_labels=streaming.get("background_labels"))
     card = source / "MODEL_CARD.md"
     if card.is_file():

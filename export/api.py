@@ -20,6 +20,7 @@ from hear_edge.host import host_cpu, package_versions
 from hear_edge.reference.model import load_checkpoint
 from hear_edge.signal.frontend import FrontendParams
 from hear_edge.signal.segments import segment_samples
+from hear_edge.signal.stream_timing import check_smoothing_seconds
 
 from .compat import compat_provenance, export_tflite_compat, parse_compat
 from .formats import ONNX_INT8_RECIPE, ONNX_OPSET, TFLITE_INT8_RECIPE, export_onnx, export_tflite
@@ -83,7 +84,7 @@ def _streaming(model, checkpoint, clip_seconds, context_seconds, hop_seconds) ->
     return settings
 
 
-def _detection_settings(labels: list[str], threshold, background_labels) -> dict:
+def _detection_settings(labels: list[str], threshold, background_labels, smoothing_seconds=None) -> dict:
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                                   or not 0.0 <= threshold <= 1.0):
         raise ConfigError(f"stream_score_threshold must be a probability in [0, 1] or None, got {threshold!r}.")
@@ -95,6 +96,12 @@ def _detection_settings(labels: list[str], threshold, background_labels) -> dict
     settings = {"background_labels": list(dict.fromkeys(background_labels))}
     if threshold is not None:
         settings["score_threshold"] = float(threshold)
+    if smoothing_seconds is not None:
+        try:
+            check_smoothing_seconds(smoothing_seconds, "stream_smoothing_seconds")
+        except InvalidArgumentError as error:
+            raise ConfigError(str(error)) from None
+        settings["smoothing_seconds"] = float(smoothing_seconds)
     return settings
 
 
@@ -112,7 +119,7 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
                   force: bool = False, overwrite: bool = False, clip_seconds: float | None = None,
                   stream_context_seconds: float | None = None, stream_hop_seconds: float | None = None,
                   stream_score_threshold: float | None = None, background_labels=None,
-                  tflite_compat: str | None = None) -> Manifest:
+                  tflite_compat: str | None = None, stream_smoothing_seconds: float | None = None) -> Manifest:
     """Export a HEAR checkpoint into a self-describing, parity-checked bundle.
 
     Args:
@@ -133,6 +140,8 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
             derives them from `clip_seconds` (`hear_edge.bundle.manifest.stream_settings`).
         stream_score_threshold: the detection threshold streams take by default (choose it on a
             validation stream: `examples/evaluate_stream.py`); None records none.
+        stream_smoothing_seconds: the score smoothing stream detections take by default, chosen
+            with the threshold; None records none (each result alone).
         background_labels: labels that are never detections; None takes
             `hear_edge.bundle.manifest.default_background_labels` (`_unknown_`, `_silence_`, ...).
         tflite_compat: None, or the oldest tflite-runtime the TFLite graphs must run on, as "2.N"
@@ -177,7 +186,7 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
         raise LabelError(f"{len(labels)} labels given but the checkpoint's head has {num_classes} classes; "
                          f"give exactly one label per class, in the head's order.")
     streaming = _streaming(model, checkpoint, clip_seconds, stream_context_seconds, stream_hop_seconds)
-    streaming.update(_detection_settings(labels, stream_score_threshold, background_labels))
+    streaming.update(_detection_settings(labels, stream_score_threshold, background_labels, stream_smoothing_seconds))
     longest = segment_samples(model.config.task_model.max_length, frontend.hop_samples)
     clips = synthetic_clips() + (real_clips(calibration, longest, limit=64) if calibration is not None else [])
 

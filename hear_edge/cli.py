@@ -66,6 +66,7 @@ def _export(args: argparse.Namespace) -> int:
                              force=args.force, overwrite=args.overwrite, clip_seconds=args.clip_seconds,
                              stream_context_seconds=args.stream_context, stream_hop_seconds=args.stream_hop,
                              stream_score_threshold=args.stream_threshold,
+                             stream_smoothing_seconds=args.stream_smoothing,
                              background_labels=args.background_label, tflite_compat=args.tflite_compat)
     print(parity_table(manifest))
     print(f"wrote {args.output}" + ("" if manifest.parity["passed"] else " (FAILED its parity gate: --force)"))
@@ -491,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "of the context, at most 1 s)")
     export.add_argument("--stream-threshold", type=_probability, help="recommended stream detection threshold, "
                         "chosen on a validation stream (default: none)")
+    export.add_argument("--stream-smoothing", type=_non_negative_float, metavar="SECONDS",
+                        help="recommended stream score smoothing, chosen with the threshold (default: none)")
     export.add_argument("--background-label", action="append", help="a label streams never report as a "
                         "detection; repeat for several (default: the labels between underscores, e.g. _unknown_)")
     export.add_argument("--force", action="store_true", help="write a bundle that misses its parity gate, "

@@ -169,6 +169,10 @@ def test_export_checks_the_detection_settings_before_any_work():
         _detection_settings(labels, 1.5, None)
     with pytest.raises(LabelError, match=r"background_labels must be a list of the model's labels"):
         _detection_settings(labels, None, ["maybe"])
+    assert _detection_settings(labels, 0.8, None, 0.25)["smoothing_seconds"] == 0.25
+    with pytest.raises(ConfigError, match=r"stream_smoothing_seconds must be a multiple of 10 ms \(the frame hop\), "
+                                          r"got 0.005"):
+        _detection_settings(labels, None, None, 0.005)
 
 
 def test_stream_scoring_counts_hits_misses_duplicates_and_false_alarms():
