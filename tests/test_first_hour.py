@@ -323,7 +323,10 @@ def test_a_stream_with_nothing_detected_still_says_what_it_heard(tmp_path, capsy
     soundfile.write(quiet, np.zeros(32000, np.float32), 16000)
     status, out, err = _run(capsys, "stream", quiet, "--threshold", "1")
     assert status == 0 and out == ""
-    assert re.fullmatch(r"stream: 2\.00 s of audio, \d+ results, 0 detections \(.*score >= 1\)\n", err), err
+    smoothing = HearEdge.load().manifest.stream_smoothing_seconds
+    assert re.fullmatch(r"stream: 2\.00 s of audio, \d+ results, 0 detections \(.*score >= 1"
+                        + re.escape(f", scores averaged over {smoothing:g} s of results" if smoothing else "")
+                        + r"\)\n", err), err
 
 
 # ---- 5. one-frame chunks ----
