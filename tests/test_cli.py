@@ -185,6 +185,12 @@ def test_stream_smoothing_flag_is_checked_and_shown(tmp_path):
     shown = _cli("stream", CLIP, "--bundle", BUNDLE, "--hop", "0.25", "--context", "1", "--smoothing", "0.25", "-v")
     assert shown.returncode == 0, shown.stderr
     assert "scores averaged over 0.25 s of results" in shown.stderr
+    from hear_edge.bundle.manifest import read_manifest
+    from hear_edge.run.classifier import default_bundle_path
+
+    recorded = read_manifest(default_bundle_path()).stream_smoothing_seconds
+    info = _cli("info")
+    assert info.returncode == 0 and f"scores averaged over {recorded:g} s of results" in info.stdout
 
 
 def test_bench_with_no_usable_backend_exits_non_zero(tmp_path):
