@@ -23,7 +23,7 @@ from hear_edge.signal.segments import segment_samples
 from hear_edge.signal.stream_timing import check_smoothing_seconds
 
 from .compat import compat_provenance, export_tflite_compat, parse_compat
-from .formats import ONNX_INT8_RECIPE, ONNX_OPSET, TFLITE_INT8_RECIPE, export_onnx, export_tflite
+from .formats import ONNX_INT8_ATTENTION, ONNX_INT8_RECIPE, ONNX_OPSET, TFLITE_INT8_RECIPE, export_onnx, export_tflite
 from .parity import check_parity, real_clips, synthetic_clips
 
 logger = logging.getLogger("hear_edge")
@@ -225,7 +225,10 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
                 "onnx_opset": ONNX_OPSET,
                 "int8": {"onnx": "quantize_dynamic " + json.dumps(ONNX_INT8_RECIPE) + ", dynamic uint8 "
                                  "activations; Conv1d, Spectrogram Mixture gate and mixture matmuls kept float; "
-                                 "float weights of 16384+ elements stored fp16, cast to fp32 at load",
+                                 "Acoustic Model attention products as integer matmuls "
+                                 + json.dumps(list(ONNX_INT8_ATTENTION)) + " (queries dynamic uint8, keys dynamic "
+                                 "symmetric 7-bit int8, position tables 7-bit int8, probabilities uint8 at "
+                                 "1/255); float weights of 16384+ elements stored fp16, cast to fp32 at load",
                          "tflite": "ai-edge-quantizer dynamic int8 weights, float activations quantised at "
                                    "run time; (operation, weight granularity), later overriding earlier: "
                                    + json.dumps(TFLITE_INT8_RECIPE),

@@ -106,6 +106,35 @@ def test_onnx_int8_stores_its_large_float_weights_as_fp16(tiny_bundle):
     assert not any(t.data_type == TensorProto.FLOAT16 for t in fp32.initializer)  # fp32 graphs stay fp32
 
 
+def test_onnx_int8_attention_runs_as_integer_matmuls_close_to_the_float_attention(tiny_bundle, tmp_path):
+    """The attention products ONNX_INT8_ATTENTION names are MatMulInteger in the int8 window graph, the
+    rest and the fp32 graph's stay float, and the rewrite moves the window's output little against the
+    same int8 graph with float attention."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from export.formats import ONNX_INT8_ATTENTION, quantize_onnx
+
+    layers = json.loads((TINY_GOLDEN / "config.json").read_text())["acoustic_model"]["num_transformer_layers"]
+    graph = onnx.load(str(tiny_bundle / "acoustic_window.int8.onnx")).graph
+    integer = [n for n in graph.node if n.op_type == "MatMulInteger" and "/self_attn/MatMul" in n.name]
+    float_attention = [n for n in graph.node if n.op_type == "MatMul" and "/self_attn/" in n.name]
+    assert len(integer) == len(ONNX_INT8_ATTENTION) * layers  # of four a layer
+    assert len(float_attention) == (4 - len(ONNX_INT8_ATTENTION)) * layers
+    fp32 = onnx.load(str(tiny_bundle / "acoustic_window.fp32.onnx")).graph
+    assert not any(n.op_type == "MatMulInteger" for n in fp32.node)
+
+    float_attention_int8 = tmp_path / "float_attention.int8.onnx"
+    quantize_onnx(tiny_bundle / "acoustic_window.fp32.onnx", float_attention_int8, attention=())
+    log_mel = np.load(TINY_GOLDEN / "clip_10s.npz")["log_mel"][None, :, :600].astype(np.float32)
+    outputs = {}
+    for name, path in (("integer", tiny_bundle / "acoustic_window.int8.onnx"), ("float", float_attention_int8),
+                       ("fp32", tiny_bundle / "acoustic_window.fp32.onnx")):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        outputs[name] = session.run(None, {"log_mel": log_mel})[0]
+    assert gates.cosine(outputs["integer"], outputs["fp32"]) >= 0.999
+    assert np.abs(outputs["integer"] - outputs["float"]).max() <= 0.1 * np.abs(outputs["fp32"]).max()
+
+
 def test_full_size_golden_logits_through_each_fp32_graph(full_bundle, full_golden):
     golden = np.load(full_golden / "clip_10s.npz")
     manifest = read_manifest(full_bundle)
