@@ -43,6 +43,33 @@ def host_cpu() -> dict:
     return {"machine": platform.machine(), "model": model, "flags": [f for f in _INT8_FLAGS if f in flags]}
 
 
+# glibc's mallopt parameters (malloc.h), and the size from which LiteRT's long-clip buffers get mappings of their own.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+LARGE_BLOCK_BYTES = 8 << 20
+_large_blocks_mapped = False
+
+
+def map_large_blocks(threshold_bytes: int = LARGE_BLOCK_BYTES) -> bool:
+    """Have glibc serve blocks of `threshold_bytes` and more from mappings of their own, unmapped when
+    freed, for the rest of the process (glibc only: False elsewhere, and when it was done already).
+
+    glibc's own threshold rises to the largest block freed so far (up to 32 MiB): once a long clip's
+    bucket is released, the next one's buffers are carved from the heap, whose holes stay resident
+    (clips of 1-30 s on LiteRT: 12-20 MiB more at the peak). Fixed at 8 MiB, trimming at twice that as
+    glibc pairs them, a clip's arrays below it stay on the heap: no more page faults than glibc's own
+    (measured; at 1-4 MiB, 2-4x as many, and 30 s clips 5-15 % slower).
+    """
+    global _large_blocks_mapped
+    if _large_blocks_mapped:
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl's libc.so)
+        return False
+    _large_blocks_mapped = True
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold_bytes)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 * threshold_bytes))
+
+
 def release_freed_heap() -> None:
     """Return freed heap pages to the OS (glibc only; a no-op elsewhere). onnxruntime parses a
     graph file into memory it frees once the session exists, and glibc keeps such pages mapped:

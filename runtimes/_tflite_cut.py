@@ -35,6 +35,7 @@ class TfliteFile:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._settled = {}  # signature -> where its cut's data starts
         schema = _schema()
         with open(self.path, "rb") as handle:
             data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)  # closed once no array views it
@@ -96,8 +97,9 @@ class TfliteFile:
             builder.Finish(cut.Pack(builder), file_identifier=b"TFL3")
             return bytes(builder.Output())
 
-        # The data's offsets are written into the flatbuffer, whose size depends on them: settle it.
-        start, head = 0, b""
+        # The data's offsets are written into the flatbuffer, whose size depends on them: settle it (a
+        # long bucket is cut again whenever it is reopened: from where it settled, one pack of two).
+        start, head = self._settled.get(key, 0), b""
         for _ in range(4):
             head = pack(start)
             if start >= len(head) and start - len(head) < 2 * _ALIGN:
@@ -105,6 +107,7 @@ class TfliteFile:
             start = -(-(len(head) + _ALIGN) // _ALIGN) * _ALIGN
         else:
             head = pack(start)
+        self._settled[key] = start
         parts = [head, bytes(start - len(head))]
         for entry, blob in external:
             parts += [blob, bytes(-len(blob) % _ALIGN)]
