@@ -236,3 +236,14 @@ def test_no_unknown_word_is_pronounced_like_a_keyword():
         keywords = {_espeak_phonemes(word, accent): word for word in common.KEYWORDS}
         for word in common.UNKNOWN_WORDS:
             assert _espeak_phonemes(word, accent) not in keywords, (word, accent)
+
+
+def test_a_missing_noise_folder_is_refused_not_built_without_noise(mini_sources, tmp_path):
+    words, _ = mini_sources
+    from hear_edge.errors import DataFolderError
+
+    with pytest.raises(DataFolderError, match=r"holds no noises.csv: expected the folder `kws.py noise NOISE_DIR` "
+                                              r"writes; run that first or name that folder"):
+        mixing.build(tmp_path / "set", words, tmp_path / "no_noise", {"train": 1, "val": 0, "test": 0}, seed=0,
+                     progress=False)
+    assert not (tmp_path / "set").exists()

@@ -210,3 +210,26 @@ def test_an_installed_kokoro_that_does_not_load_is_an_error_not_a_skip(tmp_path,
         pytest.skip("needs onnxruntime and onnx (Kokoro's runtime)")
     with pytest.raises(FileNotFoundError, match="vocab.json"):
         engines.render_word("kokoro", "af_heart", "stop", kokoro_cache=tmp_path / "cache")
+
+
+def test_a_run_of_some_engines_adds_to_the_words_folder(tmp_path, monkeypatch):
+    # kokoro and rhvoice rendered into a folder that holds the other engines' words: their rows stay
+    words = tmp_path / "words"
+    words.mkdir()
+    old = {"path": "yes/espeak-m1-00.flac", "word": "yes", "engine": "espeak", "voice": "m1", "rate": "1.0",
+           "pitch": "50", "speaker": "espeak:m1", "accent": "", "warp": "1.0", "dur_s": "0.5",
+           "split": "train", "params": "warp=1.0"}
+    (words / "utterances.csv").write_text(",".join(old) + "\n" + ",".join(old.values()) + "\n")
+    jobs = [j for j in engines.plan_jobs(0) if j["engine"] == "recorded" and j["voice"] == "klettres_en_GB"][:2]
+    monkeypatch.setattr(engines, "plan_jobs", lambda seed: jobs)
+    summary = engines.synthesize(words, progress=False, workers=1, engines=["recorded"])
+    if summary["utterances"] == 0:
+        pytest.skip(f"klettres-data not installed: {summary['absent_voices']}")
+    rows = common.read_csv(words / "utterances.csv")
+    assert summary["utterances"] == len(jobs) and summary["listed"] == len(jobs) + 1 == len(rows)
+    assert [r for r in rows if r["engine"] == "espeak"] == [old]
+    assert {r["path"] for r in rows if r["engine"] == "recorded"} == {
+        f"{j['word']}/recorded-{j['voice']}-{j['n']:02d}.flac" for j in jobs}
+    # the same engines again replace their own rows, never list them twice
+    assert engines.synthesize(words, progress=False, workers=1, engines=["recorded"])["listed"] == len(rows)
+    assert common.read_csv(words / "utterances.csv") == rows

@@ -212,6 +212,50 @@ def test_keyword_cuts_are_confirmed_by_the_teacher_and_split_by_character(extrac
     assert _digest(tmp_path / "a" / "cuts", "*.wav") != _digest(tmp_path / "b" / "cuts", "*.wav")
 
 
+def test_shifted_keyword_cuts_are_confirmed_and_only_in_training(extracted, teacher, tmp_path):
+    out, _ = extracted
+    import shutil
+
+    shutil.copytree(out, tmp_path / "a")
+    aq.transcribe(tmp_path / "a", teacher)
+    # the fixture's one kept keyword cut is a test line (WITCH's "no"): no shifted cut of it
+    assert "shifted_cuts" not in aq.cut(tmp_path / "a", teacher, seed=0, shifts_s=(-0.2, 0.2))
+    assert not any(r["shift_s"] for r in common.read_csv(tmp_path / "a" / "cuts.csv"))
+    # the same line as a training line
+    clips = common.read_csv(tmp_path / "a" / "clips.csv")
+    for r in clips:
+        r["split"] = "train" if r["name"] == "020001P1" else r["split"]
+    with open(tmp_path / "a" / "clips.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(clips[0]))
+        writer.writeheader()
+        writer.writerows(clips)
+    plain = aq.cut(tmp_path / "a", teacher, seed=0)
+    plain_rows = common.read_csv(tmp_path / "a" / "cuts.csv")
+    plain_files = {p.relative_to(tmp_path / "a").as_posix(): p.read_bytes() for p in (tmp_path / "a").rglob("*.wav")}
+    shifted = aq.cut(tmp_path / "a", teacher, seed=0, shifts_s=(-0.2, 0.2))
+    rows = common.read_csv(tmp_path / "a" / "cuts.csv")
+    moved = [r for r in rows if r["shift_s"]]
+    # the centred cuts, the _unknown_ windows and their counts stay as they were
+    assert {k: v for k, v in shifted.items() if k != "shifted_cuts"} == plain
+    assert [{k: v for k, v in r.items() if k != "shift_s"} for r in rows if not r["shift_s"]] == plain_rows
+    files = {p.relative_to(tmp_path / "a").as_posix(): p for p in (tmp_path / "a").rglob("*.wav")}
+    assert all(files[rel].read_bytes() == data for rel, data in plain_files.items())
+    assert len(moved) == 2 and {r["split"] for r in moved} == {"train"}
+    assert any(r["kept"] == "1" for r in moved)  # the real "no" 0.2 s off centre: the teacher still hears it
+    line, _ = soundfile.read(tmp_path / "a" / moved[0]["source"], dtype="float64")
+    for r in moved:
+        start = int(round(float(r["start_s"]) * audio.SR))
+        assert float(r["word_start_s"]) >= float(r["start_s"]) + aq.SHIFT_EDGE_S  # the whole word inside
+        assert float(r["word_end_s"]) <= float(r["start_s"]) + aq.CUT_S - aq.SHIFT_EDGE_S
+        assert (r["kept"] == "1") == ("no" in aq.keywords_in(r["heard"].split()))
+        if r["kept"] == "1":
+            x, _ = soundfile.read(files[r["path"]], dtype="float64")
+            assert r["path"].endswith(("_m200.wav", "_p200.wav")) and len(x) == audio.CLIP
+            np.testing.assert_allclose(x, audio.to_pcm16(audio.window(line, start)) / 32768, atol=1e-9)
+    assert sum(shifted["shifted_cuts"]["train"].values()) == sum(r["kept"] == "1" for r in moved)
+    assert aq.cut(tmp_path / "a", teacher, seed=0, shifts_s=(-0.2, 0.2)) == shifted  # what it heard, reused
+
+
 def test_renderings_the_teacher_hears_as_another_word_leave_the_pool(teacher, tmp_path):
     words = tmp_path / "words"
     rows = []
@@ -239,6 +283,52 @@ def test_renderings_the_teacher_hears_as_another_word_leave_the_pool(teacher, tm
     pool = mixing.Pool(words, noise)
     assert {u["path"] for u in pool.utts} == {r["path"] for r in rows} - teacher_check.dropped_paths(words)
     assert "go/recorded-x-01.flac" not in {u["path"] for u in pool.utts}
+
+
+class _ListeningTeacher:
+    """Hears what it is told for each clip's length in samples, and keeps count of what it was asked."""
+
+    def __init__(self, heard_by_length):
+        self.heard_by_length, self.asked = heard_by_length, []
+
+    def text(self, x):
+        self.asked.append(len(x))
+        return self.heard_by_length[len(x)]
+
+
+def test_teacher_check_checks_only_the_renderings_it_has_not_checked_yet(tmp_path):
+    words = tmp_path / "words"
+    rows, heard = [], {}
+    for k, (word, engine, says) in enumerate((("no", "espeak", "Now."), ("yes", "espeak", "Yes."),
+                                              ("go", "kokoro", "Go!"), ("lift", "kokoro", "Left."))):
+        path = f"{word}/{engine}-v-{k:02d}.flac"
+        (words / word).mkdir(parents=True, exist_ok=True)
+        x = 0.1 * np.sin(np.arange(1600 + 160 * k) * 0.2)  # one length per rendering: the fake's key
+        soundfile.write(words / path, x, audio.SR)
+        heard[len(x) + 2 * int(teacher_check.PAD_S * audio.SR)] = says
+        rows.append({"path": path, "word": word, "engine": engine, "voice": "v", "speaker": f"{engine}:v",
+                     "split": "train"})
+
+    def write_utterances(listed):
+        with open(words / "utterances.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(listed)
+
+    write_utterances(rows[:2])
+    first = _ListeningTeacher(heard)
+    assert teacher_check.check(words, first)["checked"] == 2 and len(first.asked) == 2
+    write_utterances(rows)  # two more renderings (another engine) join the folder
+    again = _ListeningTeacher(heard)
+    summary = teacher_check.check(words, again)
+    assert summary["checked"] == 2 and summary["listed"] == 4
+    assert sorted(again.asked) == sorted(list(heard)[2:])  # only the new ones were heard
+    checked = common.read_csv(words / teacher_check.CHECK_CSV)
+    assert [r["path"] for r in checked] == [r["path"] for r in rows]
+    assert [r["verdict"] for r in checked] == ["other", "heard", "heard", "other"]
+    assert summary["per_engine"]["espeak"]["keyword"] == {"heard": 1, "other": 1, "none": 0}
+    assert teacher_check.dropped_paths(words) == {rows[0]["path"], rows[3]["path"]}
+    assert teacher_check.check(words, _ListeningTeacher({}))["checked"] == 0  # nothing left to hear
 
 
 def test_an_absent_teacher_package_says_what_to_install(monkeypatch):

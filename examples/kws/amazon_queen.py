@@ -44,7 +44,7 @@ import soundfile as sf
 from hear_edge.errors import HearEdgeError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from audio import CLIP, SR, frame_db, resample, to_mono, to_pcm16, trim_silence  # noqa: E402
+from audio import SR, frame_db, resample, to_mono, to_pcm16, trim_silence, window  # noqa: E402
 from common import KEYWORDS, UNKNOWN, log, read_csv, stable_int  # noqa: E402
 from splits import SPLITS, pinned_or_hashed_split  # noqa: E402
 
@@ -73,6 +73,7 @@ CHARACTER_TEST_FRAC, CHARACTER_VAL_FRAC = 0.2, 0.1  # for characters not pinned 
 CUT_S = 1.0
 MAX_KEYWORD_S = 0.9      # a word longer than this by the teacher's times is not cut
 MIN_WORD_PROB = 0.3      # the teacher's word probability in the full line
+SHIFT_EDGE_S = 0.02      # a shifted keyword cut keeps the whole word this far inside its window
 UNKNOWN_MARGIN_S = 0.15  # an _unknown_ window keeps this far from any keyword the teacher heard
 UNKNOWN_PER_LINE = 3     # at most this many _unknown_ windows from one line
 SPEECH_FLOOR_DB = -45.0  # an _unknown_ window's loudest 10 ms frame is above this (dBFS)
@@ -289,25 +290,26 @@ def confirmed(heard: str, keyword: str) -> bool:
     return keyword in found and set(found) == {keyword}
 
 
-def _window(x: np.ndarray, start: int, n: int = CLIP) -> np.ndarray:
-    """x[start:start+n], zero-padded where it runs off either end."""
-    out = np.zeros(n)
-    lo, hi = max(start, 0), min(start + n, len(x))
-    if hi > lo:
-        out[lo - start: hi - start] = x[lo:hi]
-    return out
-
-
 def _write_wav(path: Path, x: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), to_pcm16(x), SR, subtype="PCM_16", format="WAV")
 
 
-def cut(out_dir, teacher, seed: int = 0) -> dict:
+def _shift_name(shift_s: float) -> str:
+    """A shift as a file-name part: +0.2 s -> p200, -0.2 s -> m200."""
+    return f"{'p' if shift_s > 0 else 'm'}{round(abs(shift_s) * 1000)}"
+
+
+def cut(out_dir, teacher, seed: int = 0, shifts_s: tuple = ()) -> dict:
     """Keyword cuts (teacher-confirmed) and _unknown_ windows of every transcribed line into
     out_dir/cuts/<split>/<label>/<stem>_<k>.wav, their rows in out_dir/cuts.csv (rejected cuts too,
     kept=0, not written), and the keyword-free lines in out_dir/talk.csv. Deterministic per seed
-    (the teacher is deterministic: greedy decoding)."""
+    (the teacher is deterministic: greedy decoding).
+
+    `shifts_s` (training split only, validation and test cuts stay as they are): each kept keyword cut
+    is also cut with its window moved by each shift (the keyword off centre, as a stream's windows
+    hold it), as <stem>_<k>_<p|m><ms>.wav, when the whole word stays inside and the teacher confirms
+    it alone as for the centred cut; rows with shift_s, counted apart (`shifted_cuts`)."""
     out_dir = Path(out_dir)
     clips = {r["path"]: r for r in read_csv(out_dir / "clips.csv")}
     transcripts = _read_transcripts(out_dir / "transcripts.jsonl")
@@ -343,7 +345,7 @@ def cut(out_dir, teacher, seed: int = 0) -> dict:
             if length > MAX_KEYWORD_S or w["prob"] < MIN_WORD_PROB:
                 rows.append(dict(row, kept=0, reason="long" if length > MAX_KEYWORD_S else "low_prob"))
                 continue
-            y = _window(x, start)
+            y = window(x, start)
             key = (rel, word, f"{round(start / SR, 3)}")
             if key in heard_before:
                 heard = heard_before[key]
@@ -356,6 +358,23 @@ def cut(out_dir, teacher, seed: int = 0) -> dict:
                 row["path"] = f"cuts/{split}/{word}/{stem}_{k:02d}.wav"
                 _write_wav(out_dir / row["path"], y)
             rows.append(row)
+            for shift in (shifts_s if kept and split == "train" else ()):
+                moved = start + int(round(shift * SR))
+                if w["start_s"] - moved / SR < SHIFT_EDGE_S or moved / SR + CUT_S - w["end_s"] < SHIFT_EDGE_S:
+                    continue  # part of the word would leave the window: not this keyword's cut any more
+                y = window(x, moved)
+                key = (rel, word, f"{round(moved / SR, 3)}")
+                if key in heard_before:
+                    heard = heard_before[key]
+                    moved_kept = confirmed(heard, word)
+                else:
+                    moved_kept, heard = confirm_cut(teacher, y.astype(np.float32), word)
+                shifted = dict(row, path="", start_s=round(moved / SR, 3), heard=heard, kept=int(moved_kept),
+                               reason="" if moved_kept else "not_confirmed", shift_s=shift)
+                if moved_kept:
+                    shifted["path"] = f"cuts/{split}/{word}/{stem}_{k:02d}_{_shift_name(shift)}.wav"
+                    _write_wav(out_dir / shifted["path"], y)
+                rows.append(shifted)
         if not kw_spans:
             talk.append(dict(path=rel, split=split, speaker=clip["speaker"], dur_s=clip["dur_s"],
                              text=" ".join(w["text"].strip() for w in words)))
@@ -370,7 +389,7 @@ def cut(out_dir, teacher, seed: int = 0) -> dict:
             lo, hi = s - UNKNOWN_MARGIN_S, s + CUT_S + UNKNOWN_MARGIN_S
             if any(a < hi and b > lo for a, b in kw_spans):
                 continue
-            y = _window(x, int(round(s * SR)))
+            y = window(x, int(round(s * SR)))
             if float(frame_db(y).max()) < SPEECH_FLOOR_DB:
                 continue
             p = f"cuts/{split}/{UNKNOWN}/{stem}_u{taken}.wav"
@@ -379,7 +398,7 @@ def cut(out_dir, teacher, seed: int = 0) -> dict:
                              start_s=round(float(s), 3), kept=1))
             taken += 1
     fields = ["path", "split", "label", "speaker", "source", "word", "word_start_s", "word_end_s",
-              "word_prob", "start_s", "heard", "kept", "reason"]
+              "word_prob", "start_s", "heard", "kept", "reason"] + (["shift_s"] if shifts_s else [])
     _write_csv(out_dir / "cuts.csv", rows, fields)
     _write_csv(out_dir / "talk.csv", talk, ["path", "split", "speaker", "dur_s", "text"])
     summary = cut_summary(rows, talk)
@@ -390,6 +409,11 @@ def cut(out_dir, teacher, seed: int = 0) -> dict:
 
 def cut_summary(rows: list, talk: list) -> dict:
     s: dict = {"keyword_cuts": {}, "rejected": {}, "unknown": {}, "talk_lines": {}, "speakers": {}}
+    shifted = [r for r in rows if r.get("shift_s") not in (None, "")]
+    if shifted:
+        s["shifted_cuts"] = {split: {k: sum(1 for r in shifted if r["split"] == split and r["label"] == k
+                                            and r["kept"]) for k in KEYWORDS} for split in SPLITS}
+    rows = [r for r in rows if r.get("shift_s") in (None, "")]
     for split in SPLITS:
         kw = [r for r in rows if r["split"] == split and r["label"] != UNKNOWN]
         s["keyword_cuts"][split] = {k: sum(1 for r in kw if r["label"] == k and r["kept"]) for k in KEYWORDS}
@@ -431,6 +455,8 @@ def main(argv=None) -> int:
     a = sub.add_parser("cut", help="teacher-confirmed keyword cuts + _unknown_ windows -> OUT/cuts")
     a.add_argument("out_dir")
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--shifts", default="", help="training split: also cut each keyword with the window moved "
+                                                "by these seconds, e.g. --shifts=-0.2,0.2 (teacher-confirmed)")
     args = ap.parse_args(argv)
     if args.cmd == "extract":
         extract(args.source, args.out_dir)
@@ -442,7 +468,7 @@ def main(argv=None) -> int:
         transcribe(args.out_dir, teacher, budget_s=None if args.minutes is None else args.minutes * 60,
                    limit=args.limit)
     else:
-        cut(args.out_dir, teacher, seed=args.seed)
+        cut(args.out_dir, teacher, seed=args.seed, shifts_s=tuple(float(v) for v in args.shifts.split(",") if v))
     return 0
 
 

@@ -22,6 +22,25 @@ def resample(x: np.ndarray, sr_in: float, sr_out: int = SR) -> np.ndarray:
     return soxr.resample(np.asarray(x, dtype=np.float64), sr_in, sr_out, quality="HQ")
 
 
+def play_at(x: np.ndarray, factor: float) -> np.ndarray:
+    """x played `factor` times as fast (pitch follows): len(x) / factor samples."""
+    return resample(x, SR * factor, SR)
+
+
+def window(x: np.ndarray, start: int, n: int = CLIP) -> np.ndarray:
+    """x[start:start+n], zero-padded where it runs off either end."""
+    out = np.zeros(n)
+    lo, hi = max(start, 0), min(start + n, len(x))
+    if hi > lo:
+        out[lo - start: hi - start] = x[lo:hi]
+    return out
+
+
+def centred(x: np.ndarray, n: int = CLIP) -> np.ndarray:
+    """The middle n samples of x: cropped about its centre when longer, zero-padded on both sides when shorter."""
+    return window(x, (len(x) - n) // 2, n)
+
+
 def frame_db(x: np.ndarray, frame: int = SR // 100) -> np.ndarray:
     n = len(x) // frame
     if n == 0:

@@ -454,11 +454,21 @@ def render_word(engine: str, voice: str, word: str, seed: int = 0, n: int = 0, w
     return _postprocess(a, job["params"]["warp"]), job["params"]
 
 
+def _read_utterances(words_dir: Path) -> list:
+    """The rows of words_dir/utterances.csv (empty when there is none)."""
+    path = words_dir / "utterances.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def synthesize(words_dir, seed: int = 0, progress: bool = True, workers: int = 2,
                engines=None, kokoro_cache=None) -> dict:
     """Render keywords + unknown words with every available engine into words_dir.
 
-    Writes words_dir/<word>/<engine>-<voice>-<n>.flac and words_dir/utterances.csv.
+    Writes words_dir/<word>/<engine>-<voice>-<n>.flac and words_dir/utterances.csv. With `engines`,
+    the run adds to the folder: utterances.csv keeps the rows of the other engines.
     Note: espeak-ng, flite, festival, Kokoro, RHVoice and the recorded words are deterministic;
     piper (VITS) samples noise inside the ONNX graph, so its renderings differ run to run.
     build() is deterministic given words_dir. Kokoro's assembled model and voice packs are cached
@@ -522,19 +532,23 @@ def synthesize(words_dir, seed: int = 0, progress: bool = True, workers: int = 2
                              params=";".join(f"{k}={v}" for k, v in sorted(params.items()))))
         absent = {f"{e}:{v}": why for (e, v), why in rend.absent.items()}
         errors = dict(rend.errors)
+    new_rows = list(rows)
+    if engines:  # a run of some engines adds to the folder: the other engines' rows stay listed
+        rows += [r for r in _read_utterances(words_dir) if r["engine"] not in set(engines)]
     rows.sort(key=lambda r: r["path"])
     with open(words_dir / "utterances.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0].keys()) if rows else ["path"])
         w.writeheader()
         w.writerows(rows)
-    durs = np.array([r["dur_s"] for r in rows]) if rows else np.zeros(1)
+    durs = np.array([r["dur_s"] for r in new_rows]) if new_rows else np.zeros(1)
     summary = dict(
-        utterances=len(rows), dropped=dropped, re_rendered_faster=rerendered,
+        utterances=len(new_rows), dropped=dropped, re_rendered_faster=rerendered,
         time_compressed=compressed,
-        speakers={e: len({r["speaker"] for r in rows if r["engine"] == e})
+        speakers={e: len({r["speaker"] for r in new_rows if r["engine"] == e})
                   for e in ENGINES},
-        per_engine={e: sum(r["engine"] == e for r in rows)
+        per_engine={e: sum(r["engine"] == e for r in new_rows)
                     for e in ENGINES},
+        listed=len(rows),
         dur_s=dict(min=float(durs.min()), median=float(np.median(durs)), max=float(durs.max())),
         absent_voices=absent, render_errors=errors, size_mb=round(dir_mb(words_dir), 2),
         seconds=round(time.time() - t0, 1))

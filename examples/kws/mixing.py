@@ -9,11 +9,13 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from audio import CLIP, SR, active_rms, peak_normalize, read_mono, resample, to_pcm16
+from audio import CLIP, SR, active_rms, peak_normalize, play_at, read_mono, to_pcm16
 from common import KEYWORDS, LABELS, SILENCE, UNKNOWN, UNKNOWN_WORDS, UNKNOWN_WORDS_EASY, UNKNOWN_WORDS_NEAR
 from common import dir_mb, log, read_csv
 from splits import SPLITS, split_of_noise, split_of_speaker
 from teacher_check import dropped_paths
+
+from hear_edge.errors import DataFolderError
 
 P_NEAR_MISS = 0.3  # share of _unknown_ clips drawn from the near-miss list
 # Engine mix used by build() for word clips (renormalised over engines present in a split).
@@ -95,7 +97,7 @@ def mix_clip(utterance, noise, rir_or_None, rng: np.random.Generator, *,
     x = np.asarray(utterance, dtype=np.float64)
     sp = float(rng.uniform(*speed)) if rng.random() < p_speed else 1.0
     if sp != 1.0:
-        x = resample(x, SR * sp, SR)
+        x = play_at(x, sp)
     x = _loudest_window(x, int(0.98 * CLIP))
     n_dry = len(x)
     if rir_or_None is not None:
@@ -152,8 +154,10 @@ class Pool:
         self.utts = [u for u in read_csv(words_dir / "utterances.csv") if u["path"] not in dropped]
         for u in self.utts:  # recompute: the rules of splits.py are authoritative
             u["split"] = split_of_speaker(u["speaker"])
-        self.noises = read_csv(noise_dir / "noises.csv") if (noise_dir / "noises.csv").exists() \
-            else []
+        if not (noise_dir / "noises.csv").exists():  # else every clip would be built without noise, silently
+            raise DataFolderError(f"{noise_dir} holds no noises.csv: expected the folder `kws.py noise NOISE_DIR` "
+                                  f"writes; run that first or name that folder")
+        self.noises = read_csv(noise_dir / "noises.csv")
         for r in self.noises:
             r["split"] = split_of_noise(r["path"])
         self._cache: dict = {}

@@ -3,8 +3,8 @@
 is dropped from the keyword set.
 
 ``check(words_dir)`` runs the teacher (``teacher.py``) on renderings listed in
-``words_dir/utterances.csv`` and writes ``words_dir/teacher_check.csv`` (one row per checked
-rendering: what the teacher heard and the verdict). ``mixing.build`` and the streams then leave out the
+``words_dir/utterances.csv`` and appends to ``words_dir/teacher_check.csv`` (one row per checked
+rendering: what the teacher heard and the verdict); renderings it already lists are not checked again. ``mixing.build`` and the streams then leave out the
 renderings whose verdict is ``other``.
 
 Verdicts (``verdict``):
@@ -49,13 +49,21 @@ def verdict(word: str, heard: str) -> str:
     return "other" if keywords_in(tokens) else ("heard" if normalise(word) in tokens else "none")
 
 
+FIELDS = ["path", "word", "engine", "speaker", "heard", "verdict"]
+
+
 def check(words_dir, teacher, per_engine: int | None = None, seed: int = 0) -> dict:
     """Check the renderings of words_dir (all, or `per_engine` drawn per engine with `seed`, half
-    keywords), write words_dir/teacher_check.csv, return the counts per engine and verdict."""
+    keywords) that words_dir/teacher_check.csv does not list yet, append their rows to it as they
+    come (an interrupted run resumes), and return the counts per engine and verdict of the whole
+    file. A rendering made again (piper differs run to run) needs the file deleted first."""
     import soundfile as sf
 
     words_dir = Path(words_dir)
-    rows = read_csv(words_dir / "utterances.csv")
+    check_csv = words_dir / CHECK_CSV
+    before = read_csv(check_csv) if check_csv.exists() else []
+    known = {r["path"] for r in before}
+    rows = [r for r in read_csv(words_dir / "utterances.csv") if r["path"] not in known]
     rng = np.random.default_rng([seed, 20])
     chosen = []
     for engine in sorted({r["engine"] for r in rows}):
@@ -70,20 +78,24 @@ def check(words_dir, teacher, per_engine: int | None = None, seed: int = 0) -> d
         chosen.extend(mine)
     out, t0 = [], time.time()
     pad = np.zeros(int(PAD_S * SR), dtype=np.float32)
-    for r in chosen:
-        x, sr = sf.read(str(words_dir / r["path"]), dtype="float32")
-        heard = teacher.text(np.concatenate([pad, x, pad]))
-        out.append(dict(path=r["path"], word=r["word"], engine=r["engine"], speaker=r["speaker"],
-                        heard=heard, verdict=verdict(r["word"], heard)))
-    with open(words_dir / CHECK_CSV, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "word", "engine", "speaker", "heard", "verdict"])
-        w.writeheader()
-        w.writerows(out)
-    summary = {"checked": len(out), "seconds": round(time.time() - t0, 1), "per_engine": {}}
-    for engine in sorted({r["engine"] for r in out}):
+    with open(check_csv, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        if not before:
+            w.writeheader()
+        for r in chosen:
+            x, sr = sf.read(str(words_dir / r["path"]), dtype="float32")
+            heard = teacher.text(np.concatenate([pad, x, pad]))
+            out.append(dict(path=r["path"], word=r["word"], engine=r["engine"], speaker=r["speaker"],
+                            heard=heard, verdict=verdict(r["word"], heard)))
+            w.writerow(out[-1])
+            f.flush()
+    every = before + out
+    summary = {"checked": len(out), "listed": len(every), "seconds": round(time.time() - t0, 1),
+               "per_engine": {}}
+    for engine in sorted({r["engine"] for r in every}):
         for group, sel in (("keyword", lambda r: r["word"] in KEYWORDS),
                            ("other_word", lambda r: r["word"] not in KEYWORDS)):
-            mine = [r for r in out if r["engine"] == engine and sel(r)]
+            mine = [r for r in every if r["engine"] == engine and sel(r)]
             summary["per_engine"].setdefault(engine, {})[group] = {
                 v: sum(r["verdict"] == v for r in mine) for v in ("heard", "other", "none")}
     log(f"[teacher check] {json.dumps(summary)}")
