@@ -318,6 +318,16 @@ def cut(out_dir, teacher, seed: int = 0, shifts_s: tuple = ()) -> dict:
     heard_before = {(r["source"], r["word"], r["start_s"]): r["heard"]
                     for r in (read_csv(out_dir / "cuts.csv") if (out_dir / "cuts.csv").exists() else [])
                     if r.get("heard") is not None and r.get("reason") in ("", "not_confirmed")}
+
+    def teacher_verdict(x, rel: str, word: str, start: int):
+        """(the 1 s window from `start`, whether the teacher hears `word` alone in it, what it heard)."""
+        y = window(x, start)
+        key = (rel, word, f"{round(start / SR, 3)}")
+        if key in heard_before:
+            return y, confirmed(heard_before[key], word), heard_before[key]
+        kept, heard = confirm_cut(teacher, y.astype(np.float32), word)
+        return y, kept, heard
+
     if cuts_dir.exists():
         for old in cuts_dir.rglob("*.wav"):
             old.unlink()
@@ -345,13 +355,7 @@ def cut(out_dir, teacher, seed: int = 0, shifts_s: tuple = ()) -> dict:
             if length > MAX_KEYWORD_S or w["prob"] < MIN_WORD_PROB:
                 rows.append(dict(row, kept=0, reason="long" if length > MAX_KEYWORD_S else "low_prob"))
                 continue
-            y = window(x, start)
-            key = (rel, word, f"{round(start / SR, 3)}")
-            if key in heard_before:
-                heard = heard_before[key]
-                kept = confirmed(heard, word)
-            else:
-                kept, heard = confirm_cut(teacher, y.astype(np.float32), word)
+            y, kept, heard = teacher_verdict(x, rel, word, start)
             row.update(start_s=round(start / SR, 3), heard=heard, kept=int(kept),
                        reason="" if kept else "not_confirmed")
             if kept:
@@ -362,13 +366,7 @@ def cut(out_dir, teacher, seed: int = 0, shifts_s: tuple = ()) -> dict:
                 moved = start + int(round(shift * SR))
                 if w["start_s"] - moved / SR < SHIFT_EDGE_S or moved / SR + CUT_S - w["end_s"] < SHIFT_EDGE_S:
                     continue  # part of the word would leave the window: not this keyword's cut any more
-                y = window(x, moved)
-                key = (rel, word, f"{round(moved / SR, 3)}")
-                if key in heard_before:
-                    heard = heard_before[key]
-                    moved_kept = confirmed(heard, word)
-                else:
-                    moved_kept, heard = confirm_cut(teacher, y.astype(np.float32), word)
+                y, moved_kept, heard = teacher_verdict(x, rel, word, moved)
                 shifted = dict(row, path="", start_s=round(moved / SR, 3), heard=heard, kept=int(moved_kept),
                                reason="" if moved_kept else "not_confirmed", shift_s=shift)
                 if moved_kept:
