@@ -17,7 +17,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from audio import SR, fade, frame_db, peak_normalize, resample, to_mono, trim_silence, write_flac
-from common import dir_mb, log, missing_modules
+from common import dir_mb, log, missing_modules, read_csv
 from hear_edge.errors import HearEdgeError
 from splits import split_of_speaker
 from voices import (CHILD_VOICES, ENGINES, FESTIVAL_VOICES, FOREIGN_VOICES, KOKORO_BLENDS, KOKORO_VOICES,
@@ -454,15 +454,6 @@ def render_word(engine: str, voice: str, word: str, seed: int = 0, n: int = 0, w
     return _postprocess(a, job["params"]["warp"]), job["params"]
 
 
-def _read_utterances(words_dir: Path) -> list:
-    """The rows of words_dir/utterances.csv (empty when there is none)."""
-    path = words_dir / "utterances.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def synthesize(words_dir, seed: int = 0, progress: bool = True, workers: int = 2,
                engines=None, kokoro_cache=None) -> dict:
     """Render keywords + unknown words with every available engine into words_dir.
@@ -534,7 +525,8 @@ def synthesize(words_dir, seed: int = 0, progress: bool = True, workers: int = 2
         errors = dict(rend.errors)
     new_rows = list(rows)
     if engines:  # a run of some engines adds to the folder: the other engines' rows stay listed
-        rows += [r for r in _read_utterances(words_dir) if r["engine"] not in set(engines)]
+        listed = words_dir / "utterances.csv"
+        rows += [r for r in (read_csv(listed) if listed.exists() else []) if r["engine"] not in set(engines)]
     rows.sort(key=lambda r: r["path"])
     with open(words_dir / "utterances.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0].keys()) if rows else ["path"])
