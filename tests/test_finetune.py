@@ -12,7 +12,8 @@ from hear_edge.errors import CheckpointError, InvalidArgumentError  # noqa: E402
 from hear_edge.export import export_bundle  # noqa: E402
 from hear_edge.reference.model import load_checkpoint  # noqa: E402
 from hear_edge.training.finetune import _initial_model, finetune  # noqa: E402
-from hear_edge.training.toolkit import balanced_batches, read_labelled_folders, speed_perturb  # noqa: E402
+from hear_edge.training.toolkit import (balanced_batches, balanced_epoch_clips, read_labelled_folders,  # noqa: E402
+                                       speed_perturb)
 
 
 def _make_tone_set(root, per_class=12, seed=0):
@@ -181,6 +182,13 @@ def test_balanced_batches_draw_every_label_equally_and_repeat_rare_ones_by_seed(
     assert set(drawn[np.asarray(targets)[drawn] == 1]) == set(range(50, 57))  # a rare one: all, repeated
     again = balanced_batches(targets, np.random.default_rng(3), 8)
     assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+
+
+def test_a_balanced_epoch_counts_the_labels_that_have_clips():
+    # labels 0, 1 and 3 of four: the epoch (and so the run's schedule) is 3 x 26, not 4 x 20
+    targets = [0] * 50 + [1] * 7 + [3] * 23
+    drawn = np.concatenate(balanced_batches(targets, np.random.default_rng(0), 8))
+    assert balanced_epoch_clips(targets) == len(drawn) == 78
 
 
 def test_a_balanced_run_resumes_only_as_a_balanced_run(tone_set, tmp_path):

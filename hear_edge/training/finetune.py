@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from hear_edge.errors import InvalidArgumentError
 from hear_edge.reference.config import HearConfig
 from hear_edge.reference.model import HEAR, _read_state_dict, is_acoustic_only, load_checkpoint
-from .toolkit import (LabelledAudio, autocast, balanced_batches, batch_logits, evaluate, progress_bar,
-                      resolve_precision, restore_rng_states, rng_states, save_run_state, shuffled_batches,
+from .toolkit import (LabelledAudio, autocast, balanced_batches, balanced_epoch_clips, batch_logits, evaluate,
+                      progress_bar, resolve_precision, restore_rng_states, rng_states, save_run_state, shuffled_batches,
                       speed_perturb, start_run, write_sidecars)
 
 logger = logging.getLogger("hear_edge")
@@ -199,7 +199,7 @@ def finetune(data_dir, output, init=None, config=None, freeze_acoustic: bool = F
         trainable += list(regulariser.projection.parameters())
     learning_rate = learning_rate or (1e-4 if init is not None else 5e-4)
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
-    epoch_clips = len(train_data.clips) // len(labels) * len(labels) if balance_labels else len(train_data.clips)
+    epoch_clips = balanced_epoch_clips(train_data.targets) if balance_labels else len(train_data.clips)
     steps_per_epoch = math.ceil(epoch_clips / batch_size)
     total_steps, warmup = epochs * steps_per_epoch, max(1, steps_per_epoch // 2)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (

@@ -117,13 +117,19 @@ def shuffled_batches(count: int, rng: np.random.Generator, batch_size: int) -> l
     return _in_batches(rng.permutation(count), batch_size)
 
 
+def balanced_epoch_clips(targets) -> int:
+    """How many clips one epoch of `balanced_batches` draws: len(targets) // labels present, each."""
+    present = len(np.unique(np.asarray(targets)))
+    return len(targets) // present * present
+
+
 def balanced_batches(targets, rng: np.random.Generator, batch_size: int) -> list[np.ndarray]:
     """One epoch's batches in which every label is drawn equally often (len(targets) // labels clips each):
     a label with more clips gives a random share of them, one with fewer is repeated, each pass in a new
     order; a last batch of one clip is dropped."""
     targets = np.asarray(targets)
     groups = [np.flatnonzero(targets == label) for label in np.unique(targets)]
-    share = len(targets) // len(groups)
+    share = balanced_epoch_clips(targets) // len(groups)
     drawn = [np.concatenate([rng.permutation(members) for _ in range(-(-share // len(members)))])[:share]
              for members in groups]
     return _in_batches(rng.permutation(np.concatenate(drawn)), batch_size)
