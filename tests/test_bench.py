@@ -161,3 +161,28 @@ def test_op_profile_sums_onnxruntimes_kernel_times_by_op_type():
         assert graph["kernels_ms_per_call"] == pytest.approx(sum(graph["by_op_type_ms"].values()), rel=1e-3)
         assert list(graph["by_op_type_ms"].values()) == sorted(graph["by_op_type_ms"].values(), reverse=True)
     assert "DynamicQuantizeMatMul" in window["by_op_type_ms"] and "Softmax" in window["by_op_type_ms"]
+
+
+def test_classify_side_by_side_bench_against_another_checkout(tiny_bundle, tmp_path, monkeypatch):
+    import importlib.util
+
+    from conftest import REPO_ROOT
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("classify_ab", REPO_ROOT / "benchmarks" / "classify_ab.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "ab.json"
+    args = [str(tiny_bundle), "--precision", "fp32", "--seconds", "1", "--rounds", "2", "--json", str(out)]
+    assert module.main(args + ["--against", str(REPO_ROOT)]) == 0  # itself: the same numbers
+    report = json.loads(out.read_text())
+    assert report["logits_identical"] == {"1 s clip fp32": True}
+    assert report["before_over_after"]["1 s clip fp32"] > 0 and "cpu_flags" in report["machine"]
+    other = tmp_path / "other"  # a checkout whose spectrum pairing is wrong: the bench must say so
+    (other / "hear_edge" / "signal").mkdir(parents=True)
+    (other / "hear_edge" / "run").mkdir()
+    shutil.copy(REPO_ROOT / "hear_edge" / "signal" / "frontend.py", other / "hear_edge" / "signal" / "frontend.py")
+    (other / "hear_edge" / "run" / "inference.py").write_text(
+        "def spectrum_pairs(log_power, frames):\n    return np.zeros((frames, 2 * log_power.shape[0]), np.float32)\n")
+    assert module.main(args + ["--against", str(other)]) == 1
+    assert json.loads(out.read_text())["logits_identical"] == {"1 s clip fp32": False}

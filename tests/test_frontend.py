@@ -72,3 +72,39 @@ def test_too_short_audio_raises():
         compute_features(np.zeros(512, np.float32))
     assert LogMelFrontend().min_samples == 513
     compute_features(np.random.default_rng(0).uniform(-1, 1, 513).astype(np.float32))
+
+
+def _plain_log_features(frontend: LogMelFrontend, mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The frontend written plainly: every frame's 1024-point FFT, the dense filterbank product, the logs."""
+    p = frontend.params
+    padded = np.pad(mono, p.n_fft // 2, mode="reflect")
+    frames = np.stack([padded[i * p.hop_samples:i * p.hop_samples + p.n_fft] for i in range(frontend.num_frames(len(mono)))])
+    window = np.zeros(p.n_fft)
+    start = (p.n_fft - p.window_samples) // 2
+    window[start:start + p.window_samples] = frontend.window
+    power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2
+    return (np.log(power @ frontend.mel_filters + p.log_offset).astype(np.float32),
+            np.log(power + p.log_offset).astype(np.float32))
+
+
+@pytest.mark.parametrize("samples", [600, 16000, 16000 * 2 + 333])  # one block, several, a partial last one
+def test_block_wise_in_place_frontend_equals_the_plain_formula(samples):
+    # log_features sums the mel bands over rows of bins-first power, block by block, in place.
+    frontend = LogMelFrontend()
+    mono = np.random.default_rng(samples).uniform(-0.5, 0.5, samples)
+    mono -= mono.mean()
+    log_mel, log_power = frontend.log_features(mono)
+    plain_mel, plain_power = _plain_log_features(frontend, mono)
+    assert log_mel.dtype == np.float32 and log_power.dtype == np.float32
+    np.testing.assert_allclose(log_mel, plain_mel, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(log_power, plain_power, rtol=0, atol=1e-5)
+    spectra = frontend.spectra(np.pad(mono, 512, mode="reflect"), 0, log_mel.shape[0])
+    for from_spectra, blocked in zip(frontend.log_features_from_spectra(spectra), (log_mel, log_power)):
+        np.testing.assert_array_equal(from_spectra, blocked)  # the stream's path: the same numbers
+
+
+def test_mel_power_equals_the_dense_filterbank_product():
+    frontend = LogMelFrontend()
+    power = np.random.default_rng(3).exponential(1.0, (37, 513))
+    dense = power @ frontend.mel_filters
+    np.testing.assert_allclose(frontend.mel_power(power), dense, rtol=1e-12, atol=0)

@@ -166,3 +166,17 @@ def test_a_bad_training_clip_length_is_a_config_error(tmp_path):
     checkpoint.with_suffix(".training.json").write_text(json.dumps({"clip_seconds": "1"}))
     with pytest.raises(ConfigError, match=r"clip_seconds must be the training clip length in seconds .*got '1'"):
         _streaming(model, checkpoint, None, None, None)
+
+
+@pytest.mark.parametrize("layout", ["frame-major", "bin-major"])
+def test_spectrum_pairs_put_each_frames_two_spectra_side_by_side_bin_by_bin(layout):
+    from hear_edge.run.inference import spectrum_pairs
+
+    mel_frames, bins = 101, 513
+    by_frame = np.random.default_rng(4).standard_normal((mel_frames, bins)).astype(np.float32)
+    log_power = by_frame.T if layout == "frame-major" else np.ascontiguousarray(by_frame.T)
+    pairs = spectrum_pairs(log_power, 50)
+    assert pairs.shape == (50, 2 * bins) and pairs.dtype == np.float32 and pairs.flags["C_CONTIGUOUS"]
+    for frame in (0, 17, 49):
+        expected = np.stack([by_frame[2 * frame], by_frame[2 * frame + 1]], axis=1).reshape(-1)  # bin0 t0, bin0 t1, ...
+        np.testing.assert_array_equal(pairs[frame], expected)

@@ -11,8 +11,9 @@ from hear_edge.errors import AudioTooShortError, InvalidAudioError
 
 SAMPLE_RATE_HZ = 16000
 # Frames per FFT block: the complex128 spectra of a 30 s segment would take 25 MB at once;
-# 64 frames keep every float64 temporary under 0.6 MB.
-_BLOCK_FRAMES = 64
+# 32 frames keep every float64 temporary under 0.3 MB, in cache: 5-20 % faster than 64 at 1-10 s
+# (16 and 48 were slower, 128 and 256 up to 2x slower; the numbers are the same for any block).
+_BLOCK_FRAMES = 32
 
 
 def mel_filterbank(sample_rate_hz: int, n_fft: int, num_mel_bins: int,
@@ -85,9 +86,14 @@ class LogMelFrontend:
 
     def mel_power(self, power: np.ndarray) -> np.ndarray:
         """(frames, bins) power -> (frames, mels) through the mel filterbank, float64."""
-        mel = np.zeros((power.shape[0], self.params.num_mel_bins))
+        return self._mel_bins_first(np.ascontiguousarray(power.T)).T
+
+    def _mel_bins_first(self, power_t: np.ndarray) -> np.ndarray:
+        """(bins, frames) C-contiguous power -> (mels, frames), float64: summing runs of whole rows
+        is 1.3-1.5x faster than of columns (the same products, added in the same order)."""
+        mel = np.zeros((self.params.num_mel_bins, power_t.shape[1]))
         for rows, weights, runs, bands in self._mel_layout:
-            mel[:, bands] += np.add.reduceat(power[:, rows] * weights, runs, axis=1)
+            mel[bands] += np.add.reduceat(power_t[rows] * weights[:, None], runs, axis=0)
         return mel
 
     @property
@@ -121,10 +127,23 @@ class LogMelFrontend:
     def log_features_from_spectra(self, spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Complex spectra (frames, bins) -> float32 (log mel (frames, mels), log power (frames, bins)).
         The power and the mel sums stay float64; only the logs, whose rounding is 6e-8 relative, are float32."""
-        power = spectra.real ** 2 + spectra.imag ** 2
+        frames, bins = spectra.shape
+        log_mel = np.empty((frames, self.params.num_mel_bins), np.float32)
+        log_power = np.empty((frames, bins), np.float32)
+        self._log_features_into(spectra, log_mel, log_power)
+        return log_mel, log_power
+
+    def _log_features_into(self, spectra: np.ndarray, log_mel: np.ndarray, log_power: np.ndarray) -> None:
+        """`log_features_from_spectra` written into the given float32 arrays, with two float64
+        temporaries (the power, bins first, and the mel sums) instead of seven."""
         offset = self.params.log_offset
-        return (np.log(self.mel_power(power) + offset).astype(np.float32),
-                np.log(power + offset).astype(np.float32))
+        power = np.square(spectra.real)
+        power += np.square(spectra.imag)
+        mel_t = self._mel_bins_first(np.ascontiguousarray(power.T))
+        mel_t += offset
+        log_mel.T[...] = np.log(mel_t, out=mel_t)
+        power += offset
+        log_power[...] = np.log(power, out=power)
 
     def features_from_log(self, log_mel: np.ndarray, log_power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-clip normalisation of (frames, bins) logs -> model inputs (bins, frames) float32."""
@@ -140,8 +159,8 @@ class LogMelFrontend:
         log_power = np.empty((frames, p.n_fft // 2 + 1), np.float32)
         for first in range(0, frames, _BLOCK_FRAMES):
             count = min(_BLOCK_FRAMES, frames - first)
-            log_mel[first:first + count], log_power[first:first + count] = self.log_features_from_spectra(
-                self.spectra(padded, first, count))
+            self._log_features_into(self.spectra(padded, first, count), log_mel[first:first + count],
+                                    log_power[first:first + count])
         return log_mel, log_power
 
     def normalize(self, log_spectrum: np.ndarray) -> np.ndarray:
