@@ -57,14 +57,15 @@ def _dog(talk_key):
     return b"\0" * aq.DOG_HEADER_BYTES + struct.pack(">5h", 1, 100 + talk_key, talk_key, 1, 1) + b"\0" * 32
 
 
-def build_archive(path):
+def build_archive(path, lines=LINES, extra_files=()):
     """A queen.1c-shaped archive: magic, entry count at byte 13, 21-byte entries, then the files."""
     files = [(name, _dog(key)) for key, name in DIALOGUES.items()]
-    for stem, parts in LINES.items():
+    for stem, parts in lines.items():
         buf = io.BytesIO()
         soundfile.write(buf, _line(parts), SR_GAME, format="MP3")
         files.append((stem + ".SB", buf.getvalue()))
     files.append(("ROOM1.PCX", b"\x0a" * 64))
+    files += list(extra_files)
     header = b"QTBLCEM10\0\0\0\1"
     assert len(header) == aq.COUNT_AT
     offset = aq.ENTRIES_AT + aq.ENTRY_BYTES * len(files)
@@ -373,3 +374,152 @@ def _only_split(out, tmp_path, split):
     (tmp_path / "talk.csv").write_text("path,split,speaker,dur_s,text\n" + "".join(
         f"{r['path']},{r['split']},{r['speaker']},{r['dur_s']},{r['text']}\n" for r in rows))
     return tmp_path
+
+
+# --- cut-scene lines: a tiny game (QUEEN.JAS, QUEEN2.JAS, one .CUT) in the engine's layout ------------------
+# objects of room 1 (all persons): 1 "Witchy" (Joe talks to it through WITCH1.DOG), 2 "note" (no dialogue,
+# drawn as FAYE), 3 "Rita" (no dialogue, drawn as X3_RITA), 4 "Bobby" (BOB1.DOG, but drawn as BOB or WITCH)
+OBJECT_NAMES = ["Witchy", "note", "Rita", "Bobby"]
+DESCRIPTIONS = ["witch1.DOG", "bob1.DOG"]
+ACTORS = [(1, 1, 1), (1, 2, 2), (1, 3, 3), (1, 4, 4), (1, 4, 1)]  # room, person number, actor name
+ACTOR_NAMES = ["WITCH", "FAYE", "X3_RITA", "BOB"]
+# record: (object number, anim list, execute, sentence); -2 is narration; the last one an animation
+CUT_RECORDS = [(0, 0, 0, "Hello.*03Bye"), (1, 0, 0, "*FRBoo!"), (2, 0, 0, "Read me."), (3, 0, 0, "Hi."),
+               (4, 0, 0, "Yo."), (-2, 0, 0, "Once upon a time"), (1, 1, 1, "*")]
+CUT_LINES = {
+    "C1A__011": ["_unknown_/klettres_gas.wav"], "C1A__012": ["go/heroes_go.wav"],   # Joe, two segments
+    "C1A__022": ["no/asterisk_vm-no.wav"],       # Witchy: segment 2 (the *FR before "Boo!" is segment 1)
+    "C1A__031": ["_unknown_/klettres_key.wav"],  # note: drawn as FAYE, named by no dialogue: out
+    "C1A__041": ["stop/heroes_stop.wav"],        # Rita: her own name on every actor drawn for her
+    "C1A__051": ["_unknown_/klettres_car.wav"],  # Bobby: BOB1.DOG, but may be drawn as WITCH: out
+    "C1A__061": ["_unknown_/klettres_sky.wav"],  # narration: out
+    "C1A__071": ["_unknown_/klettres_dog.wav"],  # no record plays it: out
+    "020001PA": ["_unknown_/asterisk_1.wav"],    # a dialogue line's 10th segment (hex)
+}
+CUT_SPEAKER = {"C1A__011": "JOE", "C1A__012": "JOE", "C1A__022": "WITCH", "C1A__031": None,
+               "C1A__041": "RITA", "C1A__051": None, "C1A__061": None, "C1A__071": None}
+
+
+def _pascal(text):
+    raw = bytes([len(text)]) + text.encode("latin-1")
+    return raw + b"\0" * (len(raw) % 2 if text else 0)
+
+
+def _jas():
+    h = struct.pack
+    body = h(">4H", 1, len(OBJECT_NAMES), len(OBJECT_NAMES), len(DESCRIPTIONS))
+    for k in range(1, len(OBJECT_NAMES) + 1):  # name, x, y, description, entry, room, state, image
+        body += h(">hHHHhHHh", k, 0, 0, 0, 0, 1, 0, -3)
+    body += h(">2H", 0, len(OBJECT_NAMES)) + h(">H", 0)              # room data, room sound
+    body += h(">H", 0) + h(">H", 0)                                    # items, graphics
+    body += h(">hh", len(OBJECT_NAMES), 1) + b"\0" * 16               # room 1: one walk area
+    body += b"\0" * 8 * len(OBJECT_NAMES) + h(">H", 0) + h(">H", 0)    # object boxes, walk-offs, descr.
+    body += h(">H", 2) + h(">10h", aq.VERB_TALK_TO, 1, 0, 0, 0, 0, 0, 1, 0, 0) \
+        + h(">10h", aq.VERB_TALK_TO, 4, 0, 0, 0, 0, 0, 1, 0, 0)
+    body += (h(">H", 0) + b"\0" * 6) * 3                               # areas, objects, inventory
+    body += h(">H", 2) + h(">hhhH", 1, -5, 1, 1) + h(">hhhH", 2, -6, 1, 2)  # game states -> descriptions
+    body += h(">H", 0) + h(">H", 0)                                    # entry object, furniture
+    body += h(">4H", len(ACTORS), 1, len(ACTOR_NAMES), 0)
+    for room, bob, name in ACTORS:
+        body += h(">hhH", room, bob, name) + b"\0" * 18
+    text = DESCRIPTIONS + OBJECT_NAMES + ["ROOM1"] + ["verb"] * 12 + ["joe"] * aq.JOE_RESPONSES + ["anim"] \
+        + ACTOR_NAMES + [""]
+    return b"\0" * aq.BANK_HEADER_BYTES + body, "\r\n".join(text).encode("latin-1")
+
+
+def _cut(game_state_shift=0):
+    h = struct.pack
+    records = b""
+    for number, anim_list, execute, _ in CUT_RECORDS:
+        records += h(">17h", number, 0, 0, 0, anim_list, execute, *[0] * 11) + h(">h", 0)
+        if anim_list and execute:
+            records += h(">h", 1) + h(">9h", *[1] * 9) + h(">h", -2)  # one frame, then the end mark
+    records += h(">h", 0)
+    sentences = _pascal("*FL") + b"".join(_pascal(r[3]) for r in CUT_RECORDS)
+    head = 12
+    game_state_at = head + len(records)
+    sentence_at = game_state_at + 2
+    banks_at = sentence_at + len(sentences)
+    body = h(">HhhHHH", 0, len(CUT_RECORDS), 0, game_state_at + game_state_shift, sentence_at, banks_at) \
+        + records + h(">h", 0) + sentences + h(">H", 0) + _pascal("") + h(">h", 0)
+    return b"\0" * aq.BANK_HEADER_BYTES + body
+
+
+def _game_files(cut=None):
+    jas, jas2 = _jas()
+    return [("QUEEN.JAS", jas), ("QUEEN2.JAS", jas2), ("C1A.CUT", _cut() if cut is None else cut)]
+
+
+@pytest.fixture(scope="module")
+def cut_archive(tmp_path_factory):
+    return build_archive(tmp_path_factory.mktemp("queen_cut") / "queen.1c", {**LINES, **CUT_LINES},
+                         _game_files())
+
+
+def test_cut_scene_lines_are_attributed_only_where_the_game_data_names_the_speaker(cut_archive):
+    data = cut_archive.read_bytes()
+    entries = aq.read_index(data)
+    keys = aq.talk_keys(data, entries)
+    game = aq.read_game_data(data, entries)
+    assert game.dialogues == {1: {"WITCH"}, 4: {"BOB"}}
+    assert game.names[1:] == tuple(OBJECT_NAMES)
+    speakers = aq.cutaway_speakers(data, entries, keys)
+    assert {stem: aq.speaker_of_cutaway(stem, speakers) for stem in CUT_SPEAKER} == CUT_SPEAKER
+    assert aq.speaker_of("020001PA", keys) == "WITCH"
+    # without QUEEN.JAS (the first fixture) no cut-scene line has a speaker
+    assert aq.read_game_data(data, [e for e in entries if e.name != "QUEEN.JAS"]) is None
+
+
+def test_a_sentence_plays_one_entry_per_segment():
+    line = aq.CutawayLine("C41B_08", 292, "*FRHello Joe.*00Bet you didn't expect to see me!")
+    assert line.entries() == ["C41B_081", "C41B_082", "C41B_083"]
+    # the text before a grab command is not spoken, yet it counts as a segment
+    assert aq.CutawayLine("C2A__01", 0, "Take it.*GDThanks.").entries() == ["C2A__012"]
+    assert aq.CutawayLine("C2A__02", 0, "a*XY00(237,112)b").entries() == ["C2A__021", "C2A__022"]
+    assert aq.CutawayLine("C2A__03", None, "Narrated.*02more").entries() == ["C2A__031"]
+    assert aq.CutawayLine("C2A__04", 0, "1*012*023*034*045*056*067*078*089*09A").entries()[-1] == "C2A__04A"
+
+
+def test_a_misread_cut_scene_leaves_its_lines_out(cut_archive, tmp_path):
+    jas, jas2 = _jas()
+    game = aq.read_game_data(*_one_file_archive([("QUEEN.JAS", jas), ("QUEEN2.JAS", jas2)]))
+    with pytest.raises(aq.QueenDataError, match="C1A.CUT: its object records end at byte .*, its game-state "
+                                                 "block starts at .*: a record was misread"):
+        aq.read_cutaway(_cut(game_state_shift=8), "C1A.CUT", game)
+    with pytest.raises(aq.QueenDataError, match="QUEEN.JAS: expected 8 more bytes at offset 20"):
+        aq.read_game_data(*_one_file_archive([("QUEEN.JAS", jas[:24]), ("QUEEN2.JAS", jas2)]))
+    path = build_archive(tmp_path / "queen.1c", CUT_LINES, _game_files(cut=_cut(game_state_shift=8)))
+    data = path.read_bytes()
+    entries = aq.read_index(data)
+    assert aq.cutaway_speakers(data, entries, aq.talk_keys(data, entries)) == {}
+
+
+def _one_file_archive(files):
+    blob, entries = b"", []
+    for name, body in files:
+        entries.append(aq.Entry(name, len(blob), len(body)))
+        blob += body
+    return blob, entries
+
+
+def test_extract_adds_the_cut_scene_lines_and_keeps_every_dialogue_line(extracted, cut_archive, tmp_path):
+    out, summary = extracted
+    summary2 = aq.extract(cut_archive, tmp_path, progress=False)
+    before = _rows(out / "clips.csv")
+    after = _rows(tmp_path / "clips.csv")
+    assert {k: v for k, v in after.items() if k in before} == before  # same rows, same split, same files
+    for rel in before:
+        assert (tmp_path / rel).read_bytes() == (out / rel).read_bytes()
+    new = {r["name"]: (r["speaker"], r["split"]) for k, r in after.items() if k not in before}
+    assert new == {"C1A__011": ("JOE", "train"), "C1A__012": ("JOE", "train"),
+                   "C1A__022": ("WITCH", "test"), "C1A__041": ("RITA", aq.split_of_character("RITA")),
+                   "020001PA": ("WITCH", "test")}
+    assert summary2["from_cutaways"] == 4
+    # the first fixture's cut-scene line C100A032 and four of the new ones stay out
+    assert summary2["unattributed_skipped"] == summary["unattributed_skipped"] + 4 == 5
+    assert summary2["test"]["from_cutaways"] == {"WITCH": 1}
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return {r["path"]: r for r in csv.DictReader(f)}

@@ -14,11 +14,15 @@ Debian main ships the game (``flight-of-the-amazon-queen`` 1.0.0-9); its ``queen
    become real ``_unknown_`` clips; keyword-free lines are listed in ``talk.csv`` as background talk
    for training streams.
 
-Speaker names (from ScummVM's queen engine, talk.cpp): a dialogue line is ``%2d%4x[JP]%d``: the
+Speaker names (from ScummVM's queen engine, talk.cpp): a dialogue line is ``%2d%4x[JP]%1x``: the
 dialogue's talk key (the ``.DOG`` file whose header holds that key names the character), the
 dialogue node, ``J`` for Joe or ``P`` for the other person, the segment; ``%2dSSSSJ``/``%2dXXXXJ``
-are Joe's openings, ``JOE*`` Joe's remarks. Cut-scene lines (``C*``, ``CDINT*``, ``CINTR*``, ``COMIC*``,
-...) name no speaker: they are left out, so no held-out character can leak into training through them.
+are Joe's openings, ``JOE*`` Joe's remarks. A cut-scene line (``C*``, ``CDINT*``, ``COMIC*``, ...) is
+``<cut scene, 5 chars><record, 2 digits><segment>``: its speaker is the person object of that record of
+the ``.CUT`` file (``cutaway_speakers``), named by the game's data only where that is certain: Joe, an
+object Joe opens a ``.DOG`` with by talking to it (QUEEN.JAS), or an object whose actors all bear its
+name; narration, props speaking and persons the engine may draw as another character stay out, so no
+held-out character can leak into training through them.
 
 Licence of the game data (its Debian copyright file): free to redistribute and modify; modified
 versions must say so; not to be sold. The clips written here are modified (cut, resampled) game audio.
@@ -128,7 +132,7 @@ def talk_keys(data: bytes, entries: list) -> dict:
     return keys
 
 
-_DIALOGUE = re.compile(r"^(\d\d)([0-9A-F]{4}|SSSS|XXXX)([JP])(\d)$")
+_DIALOGUE = re.compile(r"^(\d\d)([0-9A-F]{4}|SSSS|XXXX)([JP])([0-9A-F])$")  # segment: one hex digit
 
 
 def speaker_of(stem: str, keys: dict) -> str | None:
@@ -140,6 +144,265 @@ def speaker_of(stem: str, keys: dict) -> str | None:
     if re.match(r"^JOE\d+$", stem):
         return JOE
     return None
+
+
+# --- Cut-scene lines (ScummVM engines/queen: cutaway.cpp, logic.cpp, command.cpp, grid.cpp) -------------
+# A cut-scene ``<NAME>.CUT`` lists objects; a person object (an object whose image is -3/-4 in QUEEN.JAS,
+# or Joe: object 0) with a sentence says it through the speech entries ``<NAME padded with _ to 5>``
+# ``<record number, 2 digits><segment, 1 hex digit>``. Who a person object is comes from the game's own
+# data: the .DOG file Joe opens by talking to an object of that name (QUEEN.JAS's TALK_TO commands, and a
+# cut scene's closing dialogue). Where the actors the engine may draw in that person's place name another
+# character (QUEEN.JAS's actor table), or no dialogue names the object and its actors do not bear its
+# name, the line stays out: never a guess for a held-out character.
+BANK_HEADER_BYTES = 20   # QUEEN.JAS and every .CUT: the same 20-byte bank header as a .DOG
+JOE_RESPONSES = 40       # QUEEN2.JAS: Joe's stock responses, between the verbs and the actor animations
+VERB_TALK_TO = 8
+PERSON_IMAGES = (-3, -4)
+CUT_OBJECT_FIELDS = 17   # int16 fields of a cut-scene object record
+CUT_ANIM_FIELDS = 9      # int16 fields of one animation frame after its header (song included)
+OBJECT_TEXT_SPEAK = (-2, -3)   # narration: spoken by no person, left out
+OBJECT_TEXT_DISPLAY = -4
+OBJECT_ROOMFADE, OBJECT_JOE = -1, 0
+
+
+class _Cursor:
+    """Big-endian int16/uint16 reader over one file, with a clear error past its end."""
+
+    def __init__(self, blob: bytes, name: str, at: int = 0):
+        self.blob, self.name, self.at = blob, name, at
+
+    def take(self, fmt: str):
+        size = struct.calcsize(">" + fmt)
+        if self.at + size > len(self.blob):
+            raise QueenDataError(f"{self.name}: expected {size} more bytes at offset {self.at}, the file has "
+                                 f"{len(self.blob)}: not the {DEB_PACKAGE} {DEB_VERSION} data")
+        v = struct.unpack(">" + fmt, self.blob[self.at: self.at + size])
+        self.at += size
+        return v
+
+    def u16(self) -> int:
+        return self.take("H")[0]
+
+    def skip(self, n_bytes: int) -> None:
+        self.take(f"{n_bytes}x")
+
+
+@dataclass(frozen=True)
+class GameData:
+    """What QUEEN.JAS / QUEEN2.JAS say about the objects: name, room, image; the dialogue characters
+    linked to each object number; the actors (room, person number, actor name)."""
+    names: tuple
+    rooms: tuple
+    images: tuple
+    room_first: tuple
+    dialogues: dict
+    actors: tuple
+
+
+def _file(data: bytes, by_name: dict, name: str) -> bytes:
+    e = by_name[name]
+    return data[e.offset: e.offset + e.size]
+
+
+def read_game_data(data: bytes, entries: list):
+    """QUEEN.JAS's object, command and actor tables (logic.cpp readQueenJas), or None where the archive
+    has no QUEEN.JAS / QUEEN2.JAS (then no cut-scene line is attributed)."""
+    by_name = {e.name.upper(): e for e in entries}
+    if "QUEEN.JAS" not in by_name or "QUEEN2.JAS" not in by_name:
+        return None
+    r = _Cursor(_file(data, by_name, "QUEEN.JAS"), "QUEEN.JAS", BANK_HEADER_BYTES)
+    n_rooms, n_names, n_objects, n_descriptions = r.take("4H")
+    rows = [r.take("hHHHhHHh") for _ in range(n_objects)]   # name, x, y, description, entry, room, state, image
+    objects = [(0, 0, 0)] + [(v[0], v[5], v[7]) for v in rows]
+    room_first = (0,) + r.take(f"{n_rooms + 1}H")  # logic.cpp _roomData: 1-based
+    r.skip(2 * n_rooms)                       # room sound effects
+    r.skip(10 * r.u16())                      # inventory items
+    r.skip(10 * r.u16())                      # graphics
+    for _ in range(n_rooms):                  # walk areas per room (grid.cpp readDataFrom)
+        _, n_areas = r.take("hh")
+        r.skip(16 * max(n_areas, 0))
+    r.skip(8 * n_objects)                     # object boxes
+    r.skip(6 * r.u16())                       # walk-off points
+    r.skip(8 * r.u16())                       # object descriptions
+    n = r.u16()                               # command list (a table of 0 still holds one record)
+    commands = [None] + [r.take("10h") for _ in range(max(n, 1))]
+    for record_bytes in (6, 6, 6):            # command areas, objects, inventory
+        r.skip(record_bytes * max(r.u16(), 1))
+    n = r.u16()
+    game_states = [r.take("hhhH") for _ in range(max(n, 1))][:n]
+    r.u16()                                   # entry object
+    r.skip(4 * r.u16())                       # furniture
+    n_actors, n_actor_anims, n_actor_names, _ = r.take("4H")
+    actor_rows = [r.take("hhH18x") for _ in range(n_actors)]
+    lines = _file(data, by_name, "QUEEN2.JAS").decode("latin-1").split("\r\n")
+    names_at = n_descriptions
+    actors_at = n_descriptions + n_names + n_rooms + 12 + JOE_RESPONSES + n_actor_anims
+    if len(lines) < actors_at + n_actor_names:
+        raise QueenDataError(f"QUEEN2.JAS has {len(lines)} lines, QUEEN.JAS asks for {actors_at + n_actor_names}: "
+                             f"not the {DEB_PACKAGE} {DEB_VERSION} data")
+
+    def text(at: int, count: int, k: int) -> str:
+        return lines[at + k - 1] if 1 <= k <= count else ""
+
+    names = tuple(text(names_at, n_names, abs(o[0])) for o in objects)
+    dialogues: dict = {}
+    for command_id, _, _, speak in game_states:   # command.cpp setConditions: speakValue names a .DOG
+        desc = text(0, n_descriptions, speak)
+        if desc.upper().endswith(".DOG") and 1 <= command_id < len(commands):
+            verb, noun = commands[command_id][:2]
+            if verb == VERB_TALK_TO and 0 < noun <= n_objects:
+                dialogues.setdefault(noun, set()).add(character_of_dialogue(desc))
+    actors = tuple((room, bob, text(actors_at, n_actor_names, name)) for room, bob, name in actor_rows)
+    return GameData(names=names, rooms=tuple(o[1] for o in objects), images=tuple(o[2] for o in objects),
+                    room_first=tuple(room_first), dialogues=dialogues, actors=actors)
+
+
+def _pascal(blob: bytes, at: int) -> tuple:
+    """A length-prefixed string padded to an even offset (talk.cpp getString): (text, next offset)."""
+    if at >= len(blob):
+        raise QueenDataError(f"a cut-scene string at offset {at} is past the file's {len(blob)} bytes")
+    n = blob[at]
+    text = blob[at + 1: at + 1 + n].decode("latin-1")
+    return text, (at + 1 + n + 1) & ~1 if n else at + 1
+
+
+@dataclass(frozen=True)
+class CutawayLine:
+    prefix: str     # the speech entries' first 7 characters
+    person: int     # the object number speaking (0: Joe), or None for narration
+    sentence: str
+
+    def entries(self) -> list:
+        """The speech entries the engine plays for this sentence (talk.cpp speak/speakSegment): one per
+        segment, a segment ending at each '*' command but the grab commands GD/GM; narration plays
+        segment 1 only (cutaway.cpp handleText)."""
+        if self.person is None:
+            return [self.prefix + "1"]
+        played, start, index, i, text = [], 0, 0, 0, self.sentence
+        while i < len(text):
+            if text[i] != "*":
+                i += 1
+                continue
+            command = text[i + 1: i + 3]
+            i += 3 + (11 if command == "XY" else 0)
+            if command not in ("GD", "GM"):
+                played.append(index)
+            index += 1
+            start = i
+        if start != i or not text:
+            played.append(index)
+        return [self.prefix + f"{k + 1:x}".upper() for k in played]
+
+
+def read_cutaway(blob: bytes, name: str, game: GameData) -> tuple:
+    """(lines, closing dialogue, the object it talks to) of one .CUT file (cutaway.cpp load/run); raises
+    QueenDataError where its records do not end at its game-state block (a misread record)."""
+    base = name.rsplit(".", 1)[0].upper()
+    c = _Cursor(blob, name, BANK_HEADER_BYTES)
+    _, count, _, game_state_at, sentence_at, banks_at = c.take("HhhHHH")
+    body = BANK_HEADER_BYTES
+    sentence_at += body
+    _, sentence_at = _pascal(blob, sentence_at)         # the entry string (Joe's facing), said by no one
+    lines = []
+    for k in range(1, abs(count) + 1):
+        v = c.take(f"{CUT_OBJECT_FIELDS}h")
+        number, anim_list, execute, from_object = v[0], v[4], v[5], v[12]
+        c.skip(2 * c.take("h")[0])                       # the persons turned on
+        sentence, sentence_at = _pascal(blob, sentence_at)
+        if number == OBJECT_ROOMFADE:
+            number = OBJECT_JOE
+        kind = "animation"                                # cutaway.cpp getObjectType
+        if number > 0 and not anim_list and number < len(game.images) and game.images[number] in PERSON_IMAGES:
+            kind = "person"
+        elif number == OBJECT_JOE and not anim_list:
+            kind = "person"
+        if from_object > 0:
+            kind = "none"
+        if number in OBJECT_TEXT_SPEAK or number == OBJECT_TEXT_DISPLAY:
+            kind = "text"
+        if kind == "animation" and not execute:
+            kind = "none"
+        if kind == "animation":
+            while c.take("h")[0] != -2:
+                c.skip(2 * CUT_ANIM_FIELDS)
+        prefix = (base + "_____")[:5] + f"{k:02d}"
+        if number in OBJECT_TEXT_SPEAK:
+            lines.append(CutawayLine(prefix, None, sentence))
+        elif kind == "person" and sentence not in ("", "*") and not sentence.startswith("#"):
+            lines.append(CutawayLine(prefix, number, sentence))
+    if not 0 <= body + game_state_at - c.at <= 4:
+        raise QueenDataError(f"{name}: its object records end at byte {c.at}, its game-state block starts at "
+                             f"{body + game_state_at}: a record was misread")
+    at = body + banks_at
+    (n_banks,) = struct.unpack(">H", blob[at: at + 2])
+    at += 2
+    for _ in range(n_banks):
+        _, at = _pascal(blob, at)
+    talk_file, at = _pascal(blob, at)
+    (talk_to,) = struct.unpack(">h", blob[at: at + 2])
+    return lines, talk_file, talk_to
+
+
+def _actor_base(actor: str) -> str:
+    """'X3_RITA' -> 'RITA', 'FAYE-H' -> 'FAYE', 'MAN1' -> 'MAN', 'LOLA_SHOWER' -> 'LOLA'."""
+    return re.sub(r"\d+$", "", re.split(r"[-_]", re.sub(r"^X\d+_", "", actor.upper()))[0])
+
+
+def cutaway_speakers(data: bytes, entries: list, keys: dict) -> dict:
+    """speech-entry prefix (7 characters) -> the character saying it, for every cut-scene person line
+    whose speaker the game's data names for certain (see above); None for the others."""
+    game = read_game_data(data, entries)
+    if game is None:
+        return {}
+    cuts = []
+    for e in sorted((e for e in entries if e.name.upper().endswith(".CUT")), key=lambda e: e.name):
+        try:
+            cuts.append(read_cutaway(data[e.offset: e.offset + e.size], e.name, game))
+        except QueenDataError as err:
+            log(f"[queen] {err}: its lines stay out")
+    dialogues = {k: set(v) for k, v in game.dialogues.items()}
+    for _, talk_file, talk_to in cuts:           # a cut scene that ends in a dialogue with that person
+        if talk_file.upper().endswith(".DOG") and 0 < talk_to < len(game.names):
+            dialogues.setdefault(talk_to, set()).add(character_of_dialogue(talk_file))
+    by_name: dict = {}
+    for obj, chars in dialogues.items():
+        by_name.setdefault(game.names[obj], set()).update(chars)
+    characters = sorted(set(keys.values()) | {JOE})
+
+    def actors_of(obj: int) -> set:
+        room = game.rooms[obj]
+        bob = sum(1 for i in range(game.room_first[room] + 1, obj + 1) if game.images[i] in PERSON_IMAGES)
+        return {_actor_base(a) for r, b, a in game.actors if r == room and b == bob and a}
+
+    def character(obj) -> str | None:
+        if obj is None:
+            return None
+        if obj == OBJECT_JOE:
+            return JOE
+        chars = by_name.get(game.names[obj], set())
+        drawn = actors_of(obj)
+        if len(chars) == 1:
+            (who,) = chars
+            others = {c for c in characters if c != who and any(a.startswith(c) for a in drawn)}
+            return None if others else who
+        if chars:
+            return None
+        first = (game.names[obj].split() or [""])[0].upper()
+        return first if first and drawn and drawn == {first} else None
+
+    speakers: dict = {}
+    for lines, _, _ in cuts:
+        for line in lines:
+            who = character(line.person)
+            for stem in line.entries():   # a stem two records claim with different speakers: none
+                speakers[stem] = who if speakers.get(stem, who) == who else None
+    return speakers
+
+
+def speaker_of_cutaway(stem: str, cut_speakers: dict) -> str | None:
+    """The character saying a cut-scene speech entry ('C41B_082' -> the person of record 8 of C41B.CUT,
+    whose sentence plays a segment 2), or None."""
+    return cut_speakers.get(stem.upper())
 
 
 def split_of_character(character: str) -> str:
@@ -189,15 +452,19 @@ def extract(source, out_dir, progress: bool = True) -> dict:
     data = archive.read_bytes()
     entries = read_index(data)
     keys = talk_keys(data, entries)
+    cut_speakers = cutaway_speakers(data, entries, keys)
     speech = sorted((e for e in entries if e.name.upper().endswith(".SB")), key=lambda e: e.name)
-    rows, unattributed = [], 0
+    rows, unattributed, from_cutaways = [], 0, []
     t0 = time.time()
     for i, e in enumerate(speech):
         stem = e.name.rsplit(".", 1)[0]
         character = speaker_of(stem, keys)
         if character is None:
-            unattributed += 1
-            continue
+            character = speaker_of_cutaway(stem, cut_speakers)
+            if character is None:
+                unattributed += 1
+                continue
+            from_cutaways.append(stem)
         split = split_of_character(character)
         x = decode(data, e)
         rel = f"clips/{split}/{character}/{stem}.flac"
@@ -209,11 +476,16 @@ def extract(source, out_dir, progress: bool = True) -> dict:
             log(f"[queen] {i}/{len(speech)} entries")
     _write_csv(out_dir / "clips.csv", rows, ["path", "name", "speaker", "split", "dur_s"])
     summary = {"archive": str(archive), "speech_entries": len(speech), "clips": len(rows),
-               "unattributed_skipped": unattributed, "seconds": round(time.time() - t0, 1)}
+               "from_cutaways": len(from_cutaways), "unattributed_skipped": unattributed,
+               "seconds": round(time.time() - t0, 1)}
+    cut_rows = [r for r in rows if r["name"] in set(from_cutaways)]
     for split in SPLITS:
         sel = [r for r in rows if r["split"] == split]
         summary[split] = {"clips": len(sel), "minutes": round(sum(r["dur_s"] for r in sel) / 60, 1),
                           "characters": sorted({r["speaker"] for r in sel})}
+        cut_sel = [r for r in cut_rows if r["split"] == split]
+        summary[split]["from_cutaways"] = {c: sum(1 for r in cut_sel if r["speaker"] == c)
+                                           for c in sorted({r["speaker"] for r in cut_sel})}
     (out_dir / "extract.json").write_text(json.dumps(summary, indent=1) + "\n")
     log(f"[queen] {summary}")
     return summary
