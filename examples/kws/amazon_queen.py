@@ -93,6 +93,10 @@ class Entry:
     offset: int
     size: int
 
+    def read(self, data: bytes) -> bytes:
+        """This entry's bytes in the archive `data`."""
+        return data[self.offset: self.offset + self.size]
+
 
 def read_index(data: bytes) -> list:
     """The archive's entries (name, offset, size), checked against the archive's length."""
@@ -199,18 +203,13 @@ class GameData:
     actors: tuple
 
 
-def _file(data: bytes, by_name: dict, name: str) -> bytes:
-    e = by_name[name]
-    return data[e.offset: e.offset + e.size]
-
-
 def read_game_data(data: bytes, entries: list):
     """QUEEN.JAS's object, command and actor tables (logic.cpp readQueenJas), or None where the archive
     has no QUEEN.JAS / QUEEN2.JAS (then no cut-scene line is attributed)."""
     by_name = {e.name.upper(): e for e in entries}
     if "QUEEN.JAS" not in by_name or "QUEEN2.JAS" not in by_name:
         return None
-    r = _Cursor(_file(data, by_name, "QUEEN.JAS"), "QUEEN.JAS", BANK_HEADER_BYTES)
+    r = _Cursor(by_name["QUEEN.JAS"].read(data), "QUEEN.JAS", BANK_HEADER_BYTES)
     n_rooms, n_names, n_objects, n_descriptions = r.take("4H")
     rows = [r.take("hHHHhHHh") for _ in range(n_objects)]   # name, x, y, description, entry, room, state, image
     objects = [(0, 0, 0)] + [(v[0], v[5], v[7]) for v in rows]
@@ -234,7 +233,7 @@ def read_game_data(data: bytes, entries: list):
     r.skip(4 * r.u16())                       # furniture
     n_actors, n_actor_anims, n_actor_names, _ = r.take("4H")
     actor_rows = [r.take("hhH18x") for _ in range(n_actors)]
-    lines = _file(data, by_name, "QUEEN2.JAS").decode("latin-1").split("\r\n")
+    lines = by_name["QUEEN2.JAS"].read(data).decode("latin-1").split("\r\n")
     names_at = n_descriptions
     actors_at = n_descriptions + n_names + n_rooms + 12 + JOE_RESPONSES + n_actor_anims
     if len(lines) < actors_at + n_actor_names:
@@ -357,7 +356,7 @@ def cutaway_speakers(data: bytes, entries: list, keys: dict) -> dict:
     cuts = []
     for e in sorted((e for e in entries if e.name.upper().endswith(".CUT")), key=lambda e: e.name):
         try:
-            cuts.append(read_cutaway(data[e.offset: e.offset + e.size], e.name, game))
+            cuts.append(read_cutaway(e.read(data), e.name, game))
         except QueenDataError as err:
             log(f"[queen] {err}: its lines stay out")
     dialogues = {k: set(v) for k, v in game.dialogues.items()}
@@ -414,7 +413,7 @@ def split_of_character(character: str) -> str:
 def decode(data: bytes, entry: Entry) -> np.ndarray:
     """One speech entry as float64 mono at 16 kHz."""
     try:
-        x, sr = sf.read(io.BytesIO(data[entry.offset: entry.offset + entry.size]), dtype="float64",
+        x, sr = sf.read(io.BytesIO(entry.read(data)), dtype="float64",
                         always_2d=False)
     except sf.LibsndfileError as e:
         raise QueenDataError(f"speech entry {entry.name!r} does not decode ({e}); soundfile >= 0.12 "
@@ -478,7 +477,8 @@ def extract(source, out_dir, progress: bool = True) -> dict:
     summary = {"archive": str(archive), "speech_entries": len(speech), "clips": len(rows),
                "from_cutaways": len(from_cutaways), "unattributed_skipped": unattributed,
                "seconds": round(time.time() - t0, 1)}
-    cut_rows = [r for r in rows if r["name"] in set(from_cutaways)]
+    cut_names = set(from_cutaways)
+    cut_rows = [r for r in rows if r["name"] in cut_names]
     for split in SPLITS:
         sel = [r for r in rows if r["split"] == split]
         summary[split] = {"clips": len(sel), "minutes": round(sum(r["dur_s"] for r in sel) / 60, 1),
