@@ -7,7 +7,8 @@ the reference model (`hear_edge.reference.model`) exactly as `classify` is defin
 one clip per call. A stream figure is the compute of the whole stream (every chunk through
 `accept_waveform`) over the compute of one offline `classify` of the same audio.
 
-    python3 benchmarks/vs_eager.py CHECKPOINT --config CONFIG --bundle B.hearedge [--rounds 7] [--json out.json]
+    python3 benchmarks/vs_eager.py CHECKPOINT --config CONFIG --bundle B.hearedge [--rounds 7] [--calls-per-turn 1]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -46,10 +47,17 @@ def main(argv=None) -> int:
                              "opens its onnxruntime sessions without the shared arena (HEAR_EDGE_ORT_ARENA=0)")
     parser.add_argument("--clips", type=float, nargs="+", default=[1.0, 2.0, 3.0, 10.0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--calls-per-turn", type=int, default=1,
+                        help="clips: calls in a row per contender in each round (default 1). The first call "
+                             "follows another contender (its caches cold) and gives the main figures; with N > 1 "
+                             "the median of calls 2..N (its own weights in cache, as repeated calls see) gives "
+                             "the report's 'warm' figures")
     parser.add_argument("--stream-seconds", type=float, default=60.0,
                         help="audio per stream measurement (default 60; 0: clips only)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
+    if args.calls_per_turn < 1:
+        parser.error(f"--calls-per-turn must be at least 1, got {args.calls_per_turn}")
 
     import torch
 
@@ -97,13 +105,20 @@ def main(argv=None) -> int:
         eager_classify(wave)
 
     times: dict[str, dict[str, list[float]]] = {}
+    warm_times: dict[str, dict[str, list[float]]] = {}  # calls 2..N of a turn (--calls-per-turn)
+
+    def turn(name, contender, fn):
+        calls = [_cpu_seconds(fn) for _ in range(args.calls_per_turn)]
+        times.setdefault(name, {}).setdefault(contender, []).append(calls[0])
+        if len(calls) > 1:
+            warm_times.setdefault(name, {}).setdefault(contender, []).append(float(np.median(calls[1:])))
+
     results_per_stream = {}
     for _ in range(args.rounds):
         for name, wave in clips.items():
-            row = times.setdefault(name, {})
-            row.setdefault("pytorch eager", []).append(_cpu_seconds(lambda: eager_classify(wave)))
+            turn(name, "pytorch eager", lambda: eager_classify(wave))
             for precision, model in models.items():
-                row.setdefault(precision, []).append(_cpu_seconds(lambda: model.classify(wave, 16000)))
+                turn(name, precision, lambda: model.classify(wave, 16000))
         for name, (context, hop) in streams.items():
             row = times.setdefault(name, {})
             context_wave = stream_audio[:int(context * 16000)]
@@ -119,10 +134,15 @@ def main(argv=None) -> int:
     print(file=sys.stderr)
 
     report = {"machine": machine_info(), "bundle": args.bundle, "also": args.also, "backend": args.backend,
-              "rounds": args.rounds,
+              "rounds": args.rounds, "calls_per_turn": args.calls_per_turn,
               "threads": 1, "timer": "process CPU time", "stream_seconds": args.stream_seconds,
               "medians_ms": {n: {k: 1000 * float(np.median(v)) for k, v in row.items()} for n, row in times.items()},
               "ratios": {}}
+    if warm_times:
+        report["warm_medians_ms"] = {n: {k: 1000 * float(np.median(v)) for k, v in row.items()}
+                                     for n, row in warm_times.items()}
+        report["warm_ratios"] = {n: {f"{p} speed-up vs eager": float(np.median(
+            np.array(row["pytorch eager"]) / np.array(row[p]))) for p in models} for n, row in warm_times.items()}
     for name, row in times.items():
         ratios = report["ratios"].setdefault(name, {})
         for precision in models:
