@@ -86,7 +86,11 @@ def test_a_command_that_needs_torch_names_the_extra_without_a_traceback():
 def test_ctrl_c_exits_130_quietly(tmp_path):
     long_clip = tmp_path / "long.wav"
     soundfile.write(long_clip, np.tile(soundfile.read(CLIP, dtype="float32")[0], 30), 16000)
-    code = "import sys\nfrom hear_edge.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    # Python turns SIGINT into KeyboardInterrupt only where it starts with SIGINT at its default, as in a
+    # terminal; a test run started in the background (`cmd &`) passes SIGINT on ignored, so the child
+    # puts back the handler a terminal's Python has.
+    code = ("import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "from hear_edge.cli import main\nsys.exit(main(sys.argv[1:]))\n")
     child = subprocess.Popen([sys.executable, "-c", code, "stream", str(long_clip), "--bundle", str(BUNDLE),
                               "--realtime"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
