@@ -31,6 +31,11 @@ def _cpu_seconds(fn) -> float:
     return time.process_time() - started
 
 
+def _speed_up(row: dict[str, list[float]], contender: str) -> float:
+    """Median over rounds of eager's time / the contender's time in the same round."""
+    return float(np.median(np.array(row["pytorch eager"]) / np.array(row[contender])))
+
+
 def main(argv=None) -> int:
     from hear_edge.runtimes.base import BACKEND_FORMAT
 
@@ -141,14 +146,13 @@ def main(argv=None) -> int:
     if warm_times:
         report["warm_medians_ms"] = {n: {k: 1000 * float(np.median(v)) for k, v in row.items()}
                                      for n, row in warm_times.items()}
-        report["warm_ratios"] = {n: {f"{p} speed-up vs eager": float(np.median(
-            np.array(row["pytorch eager"]) / np.array(row[p]))) for p in models} for n, row in warm_times.items()}
+        report["warm_ratios"] = {n: {f"{p} speed-up vs eager": _speed_up(row, p) for p in models}
+                                 for n, row in warm_times.items()}
     for name, row in times.items():
         ratios = report["ratios"].setdefault(name, {})
         for precision in models:
             if name in clips:
-                ratios[f"{precision} speed-up vs eager"] = float(np.median(
-                    np.array(row["pytorch eager"]) / np.array(row[precision])))
+                ratios[f"{precision} speed-up vs eager"] = _speed_up(row, precision)
             else:
                 stream, offline = np.array(row[f"{precision} stream"]), np.array(
                     row[f"{precision} offline classify of the stream's audio"])
