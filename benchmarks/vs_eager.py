@@ -36,6 +36,11 @@ def _speed_up(row: dict[str, list[float]], contender: str) -> float:
     return float(np.median(np.array(row["pytorch eager"]) / np.array(row[contender])))
 
 
+def _medians_ms(times: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+    """Each input's and contender's median over rounds, in ms."""
+    return {name: {k: 1000 * float(np.median(v)) for k, v in row.items()} for name, row in times.items()}
+
+
 def main(argv=None) -> int:
     from hear_edge.runtimes.base import BACKEND_FORMAT
 
@@ -141,11 +146,10 @@ def main(argv=None) -> int:
     report = {"machine": machine_info(), "bundle": args.bundle, "also": args.also, "backend": args.backend,
               "rounds": args.rounds, "calls_per_turn": args.calls_per_turn,
               "threads": 1, "timer": "process CPU time", "stream_seconds": args.stream_seconds,
-              "medians_ms": {n: {k: 1000 * float(np.median(v)) for k, v in row.items()} for n, row in times.items()},
+              "medians_ms": _medians_ms(times),
               "ratios": {}}
     if warm_times:
-        report["warm_medians_ms"] = {n: {k: 1000 * float(np.median(v)) for k, v in row.items()}
-                                     for n, row in warm_times.items()}
+        report["warm_medians_ms"] = _medians_ms(warm_times)
         report["warm_ratios"] = {n: {f"{p} speed-up vs eager": _speed_up(row, p) for p in models}
                                  for n, row in warm_times.items()}
     for name, row in times.items():
