@@ -203,6 +203,15 @@ def test_a_stream_is_deterministic_per_seed_and_lists_its_held_out_words(mini_so
     assert all(np.abs(audio[int(e["start_s"] * rate):int(e["end_s"] * rate)]).max() > 0.01 for e in events)
 
 
+def test_a_near_miss_stream_says_only_keywords_and_near_miss_words(mini_sources):
+    words, noise = mini_sources
+    _, events = streams.render_stream(words, noise, "train", minutes=1.0, seed=3, near_miss_only=True)
+    other = {e["word"] for e in events if e["label"] == common.UNKNOWN}
+    assert other and other <= set(common.UNKNOWN_WORDS_NEAR)
+    _, events = streams.render_stream(words, noise, "train", minutes=1.0, seed=3)
+    assert {e["word"] for e in events if e["label"] == common.UNKNOWN} - set(common.UNKNOWN_WORDS_NEAR)
+
+
 def test_a_stream_window_is_named_by_the_words_it_holds():
     events = [{"start_s": 1.0, "end_s": 1.5, "label": "yes"}, {"start_s": 2.2, "end_s": 2.8, "label": common.UNKNOWN},
               {"start_s": 3.0, "end_s": 3.4, "label": "no"}]

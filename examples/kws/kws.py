@@ -88,6 +88,8 @@ def main(argv=None) -> int:
     a.add_argument("--split", default="train", choices=SPLITS)
     a.add_argument("--count", type=int, default=3000)
     a.add_argument("--talk", default=None, help="real talk: a `kws.py queen cut` folder")
+    a.add_argument("--near-miss-only", action="store_true",
+                   help="the other synthetic words are only the near-miss ones (hard negatives)")
     a.add_argument("--seed", type=int, default=0)
     a = sub.add_parser("splits", help="print the speaker / noise split")
     a.add_argument("--noise-dir", default=None)
@@ -108,7 +110,7 @@ def main(argv=None) -> int:
                      clips_dir=args.clips, talk_dir=args.talk)
     elif args.cmd == "windows":
         build_stream_windows(args.out_dir, args.words_dir, args.noise_dir, args.split, args.count, seed=args.seed,
-                             talk_dir=args.talk)
+                             talk_dir=args.talk, near_miss_only=args.near_miss_only)
     elif args.cmd == "splits":
         print(json.dumps(split_report(noise_dir=args.noise_dir), indent=1))
     return 0

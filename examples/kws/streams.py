@@ -8,7 +8,7 @@ import soundfile as sf
 
 import amazon_queen
 from audio import CLIP, SR, active_rms, fade, read_mono, resample, to_pcm16, trim_silence
-from common import KEYWORDS, SILENCE, UNKNOWN, log, read_csv
+from common import KEYWORDS, SILENCE, UNKNOWN, UNKNOWN_WORDS_NEAR, log, read_csv
 from mixing import P_RIR, Pool, pick, reverberate
 from splits import SPLITS, split_of_noise
 
@@ -19,8 +19,9 @@ P_STREAM_KEYWORD = 0.5         # share of words that are keywords (the rest: _un
 P_STREAM_TALK = 0.5            # with real talk (amazon_queen.py): share of _unknown_ words that are its lines
 
 
-def _stream_sources(pool: Pool | None, split: str, engines, clips_dir):
-    """label (a keyword or _unknown_) -> [(audio array or words_dir path, speaker, word)] for a stream."""
+def _stream_sources(pool: Pool | None, split: str, engines, clips_dir, near_miss_only: bool = False):
+    """label (a keyword or _unknown_) -> [(audio array or words_dir path, speaker, word)] for a stream;
+    with `near_miss_only`, the synthetic _unknown_ words are only `UNKNOWN_WORDS_NEAR`."""
     by_label: dict = {}
     if clips_dir is not None:  # labelled 1 s clips (another voice set): their active part is the word
         for label_dir in sorted(p for p in Path(clips_dir).iterdir() if p.is_dir()):
@@ -34,6 +35,8 @@ def _stream_sources(pool: Pool | None, split: str, engines, clips_dir):
     words, _, _ = pool.index(split)
     for word, by_engine in sorted(words.items()):
         label = word if word in KEYWORDS else UNKNOWN
+        if near_miss_only and label == UNKNOWN and word not in UNKNOWN_WORDS_NEAR:
+            continue
         for engine, by_speaker in sorted(by_engine.items()):
             if engines and engine not in engines:
                 continue
@@ -43,17 +46,18 @@ def _stream_sources(pool: Pool | None, split: str, engines, clips_dir):
 
 
 def render_stream(words_dir, noise_dir, split: str = "test", minutes: float = 10.0, seed: int = 0,
-                  engines=None, clips_dir=None, talk_dir=None):
+                  engines=None, clips_dir=None, talk_dir=None, near_miss_only: bool = False):
     """A long stream: words of `split`'s voices (keywords and _unknown_ words, half each) at random
     gaps over a continuous background of `split`'s noise recordings. Returns (float32 audio at 16 kHz,
     events: every word's start_s, end_s, label, word and speaker). With `clips_dir` (label folders of
     clips, as `build` writes), the words are those clips' active parts (split then picks only the noise,
     engines is unused). With `talk_dir` (`kws.py queen cut` output), half the _unknown_ words are real
-    keyword-free lines of `split`'s characters. Same inputs + same seed -> the same stream."""
+    keyword-free lines of `split`'s characters. `near_miss_only`: the other synthetic words are only the
+    near-miss ones (hard negatives). Same inputs + same seed -> the same stream."""
     words_dir, noise_dir = Path(words_dir), Path(noise_dir)
     pool = Pool(words_dir, noise_dir) if clips_dir is None else None
     rng = np.random.default_rng([seed, 7, SPLITS.index(split)])
-    by_label = _stream_sources(pool, split, engines, clips_dir)
+    by_label = _stream_sources(pool, split, engines, clips_dir, near_miss_only)
     talk = amazon_queen.talk_sources(talk_dir, split) if talk_dir else []
     missing = [w for w in KEYWORDS + [UNKNOWN] if not by_label.get(w)]
     if missing:
@@ -148,17 +152,19 @@ def window_label(events: list, start_s: float, end_s: float) -> str | None:
 
 
 def build_stream_windows(out_dir, words_dir, noise_dir, split: str, count: int, seed: int = 0,
-                         minutes_per_stream: float = 5.0, talk_dir=None) -> dict:
+                         minutes_per_stream: float = 5.0, talk_dir=None, near_miss_only: bool = False) -> dict:
     """`count` 1 s windows cut at random times from `split` streams (`render_stream`), written to
     out_dir/<split>/<label>/w<index>.wav with `window_label`'s labels: training material that looks
-    like what a stream classifies (cut words, words next to words), not only whole words."""
+    like what a stream classifies (cut words, words next to words), not only whole words.
+    `near_miss_only`: streams whose other synthetic words are the near-miss ones (`render_stream`)."""
     out_dir = Path(out_dir)
     rng = np.random.default_rng([seed, 11, SPLITS.index(split)])
     written: dict = {}
     index = 0
     stream_seed = seed * 1000
     while index < count:
-        y, events = render_stream(words_dir, noise_dir, split, minutes_per_stream, stream_seed, talk_dir=talk_dir)
+        y, events = render_stream(words_dir, noise_dir, split, minutes_per_stream, stream_seed, talk_dir=talk_dir,
+                                  near_miss_only=near_miss_only)
         stream_seed += 1
         for _ in range(int(minutes_per_stream * 60 * 2)):  # about two windows per second of stream
             if index >= count:
