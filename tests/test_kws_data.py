@@ -210,6 +210,8 @@ def test_a_near_miss_stream_says_only_keywords_and_near_miss_words(mini_sources)
     assert other and other <= set(common.UNKNOWN_WORDS_NEAR)
     _, events = streams.render_stream(words, noise, "train", minutes=1.0, seed=3)
     assert {e["word"] for e in events if e["label"] == common.UNKNOWN} - set(common.UNKNOWN_WORDS_NEAR)
+    with pytest.raises(ValueError, match="picks words by name"):
+        streams.render_stream(words, noise, "train", minutes=1.0, clips_dir=words, near_miss_only=True)
 
 
 def test_a_stream_window_is_named_by_the_words_it_holds():

@@ -23,6 +23,8 @@ def _stream_sources(pool: Pool | None, split: str, engines, clips_dir, near_miss
     """label (a keyword or _unknown_) -> [(audio array or words_dir path, speaker, word)] for a stream;
     with `near_miss_only`, the synthetic _unknown_ words are only `UNKNOWN_WORDS_NEAR`."""
     by_label: dict = {}
+    if clips_dir is not None and near_miss_only:
+        raise ValueError("near_miss_only picks words by name; the clips of clips_dir have none. Leave one out.")
     if clips_dir is not None:  # labelled 1 s clips (another voice set): their active part is the word
         for label_dir in sorted(p for p in Path(clips_dir).iterdir() if p.is_dir()):
             if label_dir.name not in KEYWORDS and label_dir.name != UNKNOWN:
