@@ -104,10 +104,17 @@ def recover(bundle: Path) -> tuple[dict[str, torch.Tensor], HearConfig]:
             put(f"{key}self_attn.{linear}.weight", _scope(found, f"^{scope}self_attn/{linear}/").T)
         for dense in ("intermediate_dense", "output_dense"):
             put(f"{key}ffn.{dense}.weight", _scope(found, f"^{scope}ffn/{dense}/").T)
+        # Integer attention keeps each whole table as int8 with one scale, named after the Gather that reads it.
+        for name in ("relative_position_k", "relative_position_v"):
+            table = f"{key}self_attn.{name}.positional_embedding.weight"
+            gather = next((n for n in nodes if n.op_type == "Gather" and n.input[0] == table + "_s8"), None)
+            if gather is not None:
+                scale = values[gather.name.removesuffix("/table_s8") + "/table_scale"]
+                put(table, values[table + "_s8"].astype(np.float32) * scale)
         # The static graph baked the relative-position tables for distances -(T-1)..T-1: rows
         # 1..2T-1 of the 2T-row embedding; row 0 (distance -T) is never read, left at zero.
         if f"{key}self_attn.relative_position_k.positional_embedding.weight" in loaded:
-            continue  # schema 2 graphs keep the whole tables, by name
+            continue  # schema 2 graphs keep the whole tables, by name (float or int8)
         table_k = _scope(found, f"^{scope}self_attn/MatMul_quant$").T     # (2T-1, head)
         table_v = _scope(found, f"^{scope}self_attn/MatMul_2_quant$")     # (2T-1, head)
         for name, table in (("relative_position_k", table_k), ("relative_position_v", table_v)):
@@ -125,7 +132,7 @@ def recover(bundle: Path) -> tuple[dict[str, torch.Tensor], HearConfig]:
     put("spectrogram_mixture.gate_linear.weight", _scope(found, r"^/gate_linear/").T)
     put("spectrogram_mixture.spectrum_linear.weight", _scope(found, r"^/spectrum_linear/").T)
     put("spectrogram_mixture.mixture.weight", _scope(found, r"^/mixture/").T)
-    put("task_model.transformer.self_attn.in_proj_weight", _scope(found, r"^/MatMul_quant$").T)
+    put("task_model.transformer.self_attn.in_proj_weight", _scope(found, r"^/(Gemm_)?MatMul_quant$").T)
     put("task_model.transformer.self_attn.out_proj.weight", _scope(found, r"^/out_proj/").T)
     put("task_model.transformer.linear1.weight", _scope(found, r"^/linear1/").T)
     put("task_model.transformer.linear2.weight", _scope(found, r"^/linear2/").T)

@@ -7,9 +7,13 @@ int8 and TFLite int8 with the bundle's name, version, description, labels, strea
 same 52 real recordings (tests/data/real, tests/data/real_voice) and 6 synthetic clips.
 
     python3 examples/reexport_default_model.py            # replaces hear_edge/assets/hear-kws12-demo.hearedge
+    python3 examples/reexport_default_model.py --checkpoint kws12-0.4.pt   # from the fp32 checkpoint itself
 
 Re-quantising the recovered weights gives the same ONNX int8 files (the int8 values are read back
-exactly); the script says so, or says what changed.
+exactly), but not the same TFLite ones (their recipe quantises per tensor what ONNX did per channel:
+twice rounded). With `--checkpoint`, the fp32 file the bundle was exported from (its sha256 must be
+the manifest's `provenance.checkpoint_sha256`), nothing is recovered and every graph comes from the
+true weights. The script says which files changed.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ def main(argv=None) -> int:
                                                                              "the shipped one)")
     parser.add_argument("--out", type=Path, help="where to write (default: replace --bundle)")
     parser.add_argument("--work", type=Path, help="keep the recovered checkpoint here (default: a temporary folder)")
+    parser.add_argument("--checkpoint", type=Path, help="the fp32 checkpoint the bundle was exported from, instead "
+                                                        "of weights recovered from its int8 graphs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     sys.path.insert(0, str(REPO / "examples"))
@@ -41,8 +47,9 @@ def main(argv=None) -> int:
     from recover_checkpoint import recover
     import torch
 
-    from hear_edge.bundle.manifest import read_manifest
+    from hear_edge.bundle.manifest import read_manifest, sha256_file
     from hear_edge.export import export_bundle
+    from hear_edge.reference.config import HearConfig
 
     started = time.perf_counter()
     source = args.bundle.resolve()
@@ -51,9 +58,17 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
-        state, config = recover(source)
-        checkpoint = work / f"{old.model_name}-{old.model_version}.pt"
-        torch.save(state, checkpoint)
+        if args.checkpoint is not None:
+            expected = old.provenance.get("checkpoint_sha256")
+            if sha256_file(args.checkpoint) != expected:
+                parser.error(f"{args.checkpoint} is not the checkpoint {source.name} was exported from (its sha256 "
+                             f"differs from the manifest's {expected}); leave --checkpoint out to recover the weights "
+                             f"from the bundle's int8 graphs.")
+            checkpoint, config = args.checkpoint, HearConfig.from_dict(old.provenance["config"])
+        else:
+            state, config = recover(source)
+            checkpoint = work / f"{old.model_name}-{old.model_version}.pt"
+            torch.save(state, checkpoint)
         calibration = Path(scratch) / "calibration"
         for name in CALIBRATION:
             shutil.copytree(REPO / "tests" / "data" / name, calibration / name)

@@ -106,6 +106,44 @@ def test_onnx_int8_stores_its_large_float_weights_as_fp16(tiny_bundle):
     assert not any(t.data_type == TensorProto.FLOAT16 for t in fp32.initializer)  # fp32 graphs stay fp32
 
 
+def test_onnx_task_graph_runs_unbatched_gemms_and_its_int8_graph_keeps_the_mixture_float(tiny_bundle):
+    """The free-length task graph's linear layers are Gemms with their bias (one clip, unbatched); in the
+    int8 graph the Spectrogram Mixture's gate and mixture stay float matmuls and every other linear is integer."""
+    onnx = pytest.importorskip("onnx")
+
+    fp32 = onnx.load(str(tiny_bundle / "task.fp32.onnx")).graph
+    scopes = ("/gate_linear/", "/spectrum_linear/", "/mixture/", "/out_proj/", "/linear1/", "/linear2/")
+    gemms = [n.name for n in fp32.node if n.op_type == "Gemm"]
+    assert all(any(name.startswith(scope) for name in gemms) for scope in scopes), gemms
+    assert not any(n.op_type == "MatMul" and n.input[1] in {i.name for i in fp32.initializer} for n in fp32.node)
+    int8 = onnx.load(str(tiny_bundle / "task.int8.onnx")).graph
+    float_kept = sorted(n.name.split("/")[1] for n in int8.node if n.op_type == "MatMul"
+                        and n.name.startswith(("/gate_linear/", "/mixture/")))
+    assert float_kept == ["gate_linear", "mixture"]
+    integer = {n.name.split("/")[1] for n in int8.node if n.op_type == "MatMulInteger"}
+    assert {"spectrum_linear", "Gemm_MatMul_quant", "out_proj", "linear1", "linear2", "linear", "out"} <= integer, integer
+
+
+def test_recover_checkpoint_reads_every_weight_back_from_the_int8_onnx_graphs(tiny_bundle):
+    """examples/recover_checkpoint.py (behind reexport_default_model.py): every tensor of the checkpoint,
+    the integer attention's int8 position tables too, within one step of its int8 grid (fp16 for kept floats)."""
+    import sys
+
+    from conftest import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "examples"))
+    from recover_checkpoint import recover
+
+    state, _ = recover(tiny_bundle)
+    original = torch.load(TINY_GOLDEN / "state_dict.pt", weights_only=True)
+    checked = [k for k in original if not k.startswith("preprocessor.") and not k.endswith("num_batches_tracked")]
+    assert any("relative_position_k" in k for k in checked)
+    for key in checked:
+        want, got = original[key].float(), state[key]
+        step = want.abs().max() / 63 + 1e-3 * want.abs().max() + 1e-6  # a 7-bit step, or fp16 rounding
+        assert (want - got).abs().max() <= step, key
+
+
 def test_onnx_int8_attention_runs_as_integer_matmuls_close_to_the_float_attention(tiny_bundle, tmp_path):
     """The attention products ONNX_INT8_ATTENTION names are MatMulInteger in the int8 window graph, the
     rest and the fp32 graph's stay float, and the rewrite moves the window's output little against the
