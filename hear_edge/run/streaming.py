@@ -28,6 +28,9 @@ from .results import Category, _ResultFilter, build_result
 # The frontend's frame grid, which the stream's frame cache follows.
 _HOP = FrontendParams().hop_samples
 _HALF_WINDOW = FrontendParams().window_samples // 2
+# Rows of the spectrum cache beyond a context's frames: the live rows move to the front about once
+# every _SPARE_FRAMES new frames (0.64 s of audio), not on every chunk.
+_SPARE_FRAMES = 64
 
 
 class _Detections:
@@ -141,8 +144,12 @@ class ClassificationStream:
         self._size = 0                                       # ... of which this much is filled,
         self._offset = 0                                     # from this absolute sample on
         self._received = 0
-        self._spectra = {}          # absolute frame index -> spectrum of the raw samples
+        # Spectra of the raw samples, one row per frame: absolute frame f in row f - _spectra_base,
+        # rows from _live_frame - _spectra_base on still needed (one slice copy per result).
+        bins = self._frontend.params.n_fft // 2 + 1
+        self._spectra = np.empty((self.context_samples // _HOP + 4 + _SPARE_FRAMES, bins), dtype=np.complex128)
         self._next_frame = 2        # frames 0 and 1 reach before the stream's start
+        self._spectra_base = self._live_frame = self._next_frame
         self._next_end = self.hop_samples
         self._last_end = 0
         self._detections = _Detections(self._background, self._keep, self.smoothing_samples)
@@ -219,11 +226,8 @@ class ClassificationStream:
         last_frame = (self._received - _HALF_WINDOW) // _HOP
         if last_frame >= self._next_frame:
             first = self._next_frame * _HOP - _HALF_WINDOW - self._offset
-            spectra = self._frontend.window_spectra(self._buffer[:self._size], first,
-                                                    last_frame - self._next_frame + 1)
-            for i, spectrum in enumerate(spectra):
-                self._spectra[self._next_frame + i] = spectrum
-            self._next_frame = last_frame + 1
+            self._cache_spectra(self._frontend.window_spectra(self._buffer[:self._size], first,
+                                                              last_frame - self._next_frame + 1))
         results = []
         while self._next_end <= self._received:
             results.append(self._result(max(0, self._next_end - self.context_samples), self._next_end))
@@ -240,9 +244,21 @@ class ClassificationStream:
             self._buffer[:self._size - drop] = self._buffer[drop:self._size]
             self._size -= drop
             self._offset = keep_from
-        first_needed = -(-(sample + _HALF_WINDOW) // _HOP)
-        for frame in [f for f in self._spectra if f < first_needed]:
-            del self._spectra[frame]
+        self._live_frame = min(max(self._live_frame, -(-(sample + _HALF_WINDOW) // _HOP)), self._next_frame)
+
+    def _cache_spectra(self, spectra: np.ndarray) -> None:
+        """Append the spectra of frames _next_frame on; the live rows move to the front (of a larger
+        array if they would leave too few spare rows) only when the new ones do not fit behind them."""
+        row = self._next_frame - self._spectra_base
+        if row + len(spectra) > len(self._spectra):
+            live = self._spectra[self._live_frame - self._spectra_base:row]
+            needed = len(live) + len(spectra)
+            moved = self._spectra if needed + _SPARE_FRAMES // 4 <= len(self._spectra) else \
+                np.empty((needed + _SPARE_FRAMES, self._spectra.shape[1]), dtype=np.complex128)
+            moved[:len(live)] = live
+            self._spectra, self._spectra_base, row = moved, self._live_frame, len(live)
+        self._spectra[row:row + len(spectra)] = spectra
+        self._next_frame += len(spectra)
 
     def _result(self, start: int, end: int):
         started = time.perf_counter()
@@ -255,12 +271,15 @@ class ClassificationStream:
         last_inner = (len(audio) - _HALF_WINDOW) // _HOP
         padded = np.pad(audio, frontend.params.n_fft // 2, mode="reflect")
         spectra = np.empty((num_frames, frontend.params.n_fft // 2 + 1), dtype=np.complex128)
-        cached = start % _HOP == 0  # a flushed tail can start between cached frames
-        for j in range(num_frames):
-            if cached and first_inner <= j <= last_inner:
-                spectra[j] = self._spectra[start // _HOP + j]
-            else:
-                spectra[j] = frontend.spectra(padded, j, 1)[0]
+        if start % _HOP == 0:  # a flushed tail can start between cached frames
+            inner = slice(first_inner, max(first_inner, last_inner + 1))
+            row = start // _HOP - self._spectra_base
+            spectra[inner] = self._spectra[row + inner.start:row + inner.stop]
+            computed = [(0, first_inner), (inner.stop, num_frames)]
+        else:
+            computed = [(0, num_frames)]
+        for first, stop in computed:
+            spectra[first:stop] = frontend.spectra(padded, first, stop - first)
         spectra -= audio.mean() * frontend.window_spectrum
         features = frontend.features_from_log(*frontend.log_features_from_spectra(spectra))
         frontend_ms = 1000 * (time.perf_counter() - started)
