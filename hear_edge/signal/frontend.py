@@ -11,10 +11,13 @@ from hear_edge.errors import AudioTooShortError, InvalidAudioError
 
 SAMPLE_RATE_HZ = 16000
 # Frames per FFT block: the complex128 spectra of a 30 s segment would take 25 MB at once;
-# 32 frames keep every float64 temporary under 0.3 MB, in cache: 5-20 % faster than 64 at 1-10 s
-# (16 and 48 were slower, 128 and 256 up to 2x slower; the numbers are the same for any block).
+# 32 frames keep every float64 temporary under 0.3 MB, in cache (Intel Xeon: 5-20 % faster than 64
+# at 1-10 s, 16 and 48 slower, 128 and 256 up to 2x slower; AMD EPYC with the mel in dense blocks:
+# 48-64 up to 7 % faster at 1-10 s, 64 and more 20 % slower at 30 s). Every path that makes features
+# goes through these blocks, so a frame's mel product has one shape whatever the clip.
 _BLOCK_FRAMES = 32
-# Dense blocks of the mel filterbank (see LogMelFrontend._mel_blocks): 6-12 ran alike, 4 and 16 slower.
+# Dense blocks of the mel filterbank (LogMelFrontend._mel_blocks): 8 ran fastest at 32 frames (6 and 12
+# within 10 %, 4 and 16 15-25 % slower).
 _MEL_BLOCKS = 8
 
 
