@@ -56,8 +56,6 @@ def main(argv=None) -> int:
     out = (args.out or source).resolve()
     old = read_manifest(source)
     with tempfile.TemporaryDirectory() as scratch:
-        work = args.work or Path(scratch)
-        work.mkdir(parents=True, exist_ok=True)
         if args.checkpoint is not None:
             expected = old.provenance.get("checkpoint_sha256")
             if sha256_file(args.checkpoint) != expected:
@@ -67,6 +65,8 @@ def main(argv=None) -> int:
             checkpoint, config = args.checkpoint, HearConfig.from_dict(old.provenance["config"])
         else:
             state, config = recover(source)
+            work = args.work or Path(scratch)  # only the recovered checkpoint needs a folder
+            work.mkdir(parents=True, exist_ok=True)
             checkpoint = work / f"{old.model_name}-{old.model_version}.pt"
             torch.save(state, checkpoint)
         calibration = Path(scratch) / "calibration"
