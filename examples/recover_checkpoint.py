@@ -124,14 +124,18 @@ def recover(bundle: Path) -> tuple[dict[str, torch.Tensor], HearConfig]:
 
     values, nodes = _initializers(bundle / task_file)
     found = _matmul_weights(values, nodes)
-    renames = {"mixture.": "spectrogram_mixture."}
+    renames = {"mixture.": "spectrogram_mixture.", "mixture_spectrum.bias": "spectrogram_mixture.mixture.bias"}
     for name, array in values.items():
         key = next((new + name[len(old):] for old, new in renames.items() if name.startswith(old)), name)
         if key in state and not key.startswith(prefix):
             put(key, array)
     put("spectrogram_mixture.gate_linear.weight", _scope(found, r"^/gate_linear/").T)
     put("spectrogram_mixture.spectrum_linear.weight", _scope(found, r"^/spectrum_linear/").T)
-    put("spectrogram_mixture.mixture.weight", _scope(found, r"^/mixture/").T)
+    if any(name.startswith("/mixture_hidden/") for name in found):  # split into one matmul per input (stop 29 on)
+        put("spectrogram_mixture.mixture.weight", np.concatenate(
+            [_scope(found, r"^/mixture_hidden/"), _scope(found, r"^/mixture_spectrum/")]).T)
+    else:
+        put("spectrogram_mixture.mixture.weight", _scope(found, r"^/mixture/").T)
     put("task_model.transformer.self_attn.in_proj_weight", _scope(found, r"^/(Gemm_)?MatMul_quant$").T)
     put("task_model.transformer.self_attn.out_proj.weight", _scope(found, r"^/out_proj/").T)
     put("task_model.transformer.linear1.weight", _scope(found, r"^/linear1/").T)

@@ -224,7 +224,8 @@ def export_bundle(checkpoint, out, config=None, labels=None, formats=FORMATS, pr
                                               "ai-edge-litert", "ai-edge-quantizer", "numpy")),
                 "onnx_opset": ONNX_OPSET,
                 "int8": {"onnx": "quantize_dynamic " + json.dumps(ONNX_INT8_RECIPE) + ", dynamic uint8 "
-                                 "activations; Conv1d, Spectrogram Mixture gate and mixture matmuls kept float; "
+                                 "activations; Conv1d kept float; Spectrogram Mixture's matmul split into one per input "
+                                 "(each input on its own scale); "
                                  "Acoustic Model attention products as integer matmuls "
                                  + json.dumps(list(ONNX_INT8_ATTENTION)) + " (queries dynamic uint8, keys dynamic "
                                  "symmetric 7-bit int8, position tables 7-bit int8, probabilities uint8 at "

@@ -63,6 +63,7 @@ class TaskGraph(nn.Module):
 
     query_chunk_frames: int | None = None  # static lengths: query rows per chunk (BucketedTaskGraph)
     query_parts = 2  # a free length: the queries in this many slices
+    split_mixture = True  # the mixture's linear as one matmul per input it joins (ONNX: see _mix)
 
     def __init__(self, model: HEAR):
         super().__init__()
@@ -71,6 +72,23 @@ class TaskGraph(nn.Module):
         self.decoder = model.decoder
         layer = model.task_model.transformer
         self.num_heads = layer.self_attn.num_heads
+        if self.split_mixture:
+            joined, hidden_size = self.mixture.mixture, self.mixture.gate_linear.in_features
+            self.mixture_hidden = nn.Linear(hidden_size, joined.out_features, bias=False)
+            self.mixture_spectrum = nn.Linear(joined.in_features - hidden_size, joined.out_features)
+            with torch.no_grad():  # copies of the two column blocks, taken when the graph is built
+                self.mixture_hidden.weight.copy_(joined.weight[:, :hidden_size])
+                self.mixture_spectrum.weight.copy_(joined.weight[:, hidden_size:])
+                self.mixture_spectrum.bias.copy_(joined.bias)
+
+    def _mix(self, acoustic: torch.Tensor, spectrum_pairs: torch.Tensor) -> torch.Tensor:
+        """The Spectrogram Mixture. Split, its linear over [hidden, spectrum] is the sum of one matmul per
+        input, so that the int8 graph quantises each on its own scale: acoustic states and the normalised
+        spectrum branch differ in range, and one scale for both cost the joined matmul its int8 accuracy."""
+        if not self.split_mixture:
+            return self.mixture.mix_pairs(acoustic, spectrum_pairs)
+        spectrum = self.mixture.gated_spectrum(acoustic, spectrum_pairs)
+        return self.mixture_hidden(acoustic) + self.mixture_spectrum(spectrum)
 
     def _attention(self, hidden: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         """hidden (B, T, H), or one clip's (T, H) without a mask -> the same shape."""
@@ -114,7 +132,7 @@ class TaskGraph(nn.Module):
         frames = acoustic.shape[-2]
         position = self.task_model.pos_embed[:, :frames]  # sliced first: the table keeps its name in the graph
         position = position[0] if acoustic.dim() == 2 else position
-        hidden = self.mixture.mix_pairs(acoustic, spectrum_pairs) + position
+        hidden = self._mix(acoustic, spectrum_pairs) + position
         layer = self.task_model.transformer
         hidden = layer.norm1(hidden + self._attention(hidden, key_mask))
         return layer.norm2(hidden + layer.linear2(F.relu(layer.linear1(hidden))))
@@ -134,9 +152,10 @@ class TaskGraph(nn.Module):
 
 
 class BucketedTaskGraph(TaskGraph):
-    """Padded to a static bucket length, frames past `valid_frames` masked, queries in chunks."""
+    """Padded to a static bucket length, frames past `valid_frames` masked, queries in chunks; the mixture
+    whole (LiteRT's recipe quantises it as one layer)."""
 
-    query_chunk_frames, query_parts = TASK_QUERY_CHUNK_FRAMES, 1
+    query_chunk_frames, query_parts, split_mixture = TASK_QUERY_CHUNK_FRAMES, 1, False
 
     def forward(self, acoustic: torch.Tensor, spectrum_pairs: torch.Tensor, valid_frames: torch.Tensor):
         hidden = self._encode(acoustic, spectrum_pairs, lengths_to_mask(valid_frames, acoustic.shape[1]))

@@ -106,22 +106,29 @@ def test_onnx_int8_stores_its_large_float_weights_as_fp16(tiny_bundle):
     assert not any(t.data_type == TensorProto.FLOAT16 for t in fp32.initializer)  # fp32 graphs stay fp32
 
 
-def test_onnx_task_graph_runs_unbatched_gemms_and_its_int8_graph_keeps_the_mixture_float(tiny_bundle):
-    """The free-length task graph's linear layers are Gemms with their bias (one clip, unbatched); in the
-    int8 graph the Spectrogram Mixture's gate and mixture stay float matmuls and every other linear is integer."""
+def test_onnx_task_graph_runs_unbatched_gemms_and_every_int8_linear_is_integer(tiny_bundle):
+    """The free-length task graph's linear layers are Gemms with their bias (one clip, unbatched), the
+    Spectrogram Mixture's split into one matmul per input it joins; in the int8 graph every linear is an
+    integer matmul, and the mixture's two halves quantise their two inputs apart (each on its own scale)."""
     onnx = pytest.importorskip("onnx")
 
     fp32 = onnx.load(str(tiny_bundle / "task.fp32.onnx")).graph
-    scopes = ("/gate_linear/", "/spectrum_linear/", "/mixture/", "/out_proj/", "/linear1/", "/linear2/")
+    weights = {i.name for i in fp32.initializer}
+    scopes = ("/gate_linear/", "/spectrum_linear/", "/mixture_spectrum/", "/out_proj/", "/linear1/", "/linear2/")
     gemms = [n.name for n in fp32.node if n.op_type == "Gemm"]
     assert all(any(name.startswith(scope) for name in gemms) for scope in scopes), gemms
-    assert not any(n.op_type == "MatMul" and n.input[1] in {i.name for i in fp32.initializer} for n in fp32.node)
+    weight_matmuls = [n.name for n in fp32.node if n.op_type == "MatMul" and n.input[1] in weights]
+    assert weight_matmuls == ["/mixture_hidden/MatMul"]  # its bias is the spectrum half's
+    assert not any(n.name.startswith("/mixture/") for n in fp32.node)  # no joined mixture left
     int8 = onnx.load(str(tiny_bundle / "task.int8.onnx")).graph
-    float_kept = sorted(n.name.split("/")[1] for n in int8.node if n.op_type == "MatMul"
-                        and n.name.startswith(("/gate_linear/", "/mixture/")))
-    assert float_kept == ["gate_linear", "mixture"]
-    integer = {n.name.split("/")[1] for n in int8.node if n.op_type == "MatMulInteger"}
-    assert {"spectrum_linear", "Gemm_MatMul_quant", "out_proj", "linear1", "linear2", "linear", "out"} <= integer, integer
+    weights = {i.name for i in int8.initializer} | {n.output[0] for n in int8.node if n.op_type == "Cast"}
+    assert not any(n.op_type in ("MatMul", "Gemm") and n.input[1] in weights for n in int8.node)
+    integer = {n.name.split("/")[1]: n for n in int8.node if n.op_type == "MatMulInteger"}
+    assert {"gate_linear", "spectrum_linear", "mixture_hidden", "mixture_spectrum", "Gemm_MatMul_quant", "out_proj",
+            "linear1", "linear2", "linear", "out"} <= set(integer), sorted(integer)
+    producer = {o: n for n in int8.node for o in n.output}
+    halves = [producer[integer[name].input[0]] for name in ("mixture_hidden", "mixture_spectrum")]
+    assert [n.op_type for n in halves] == ["DynamicQuantizeLinear"] * 2 and halves[0] is not halves[1]
 
 
 def test_recover_checkpoint_reads_every_weight_back_from_the_int8_onnx_graphs(tiny_bundle):

@@ -356,9 +356,12 @@ class SpectrogramMixture(nn.Module):
 
     def mix_pairs(self, hidden: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """hidden (B, T, H) and spectrum pairs (B, T, 2 * bins) -> (B, T, out_hidden)."""
+        return self.mixture(torch.cat([hidden, self.gated_spectrum(hidden, pairs)], dim=-1))
+
+    def gated_spectrum(self, hidden: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """The spectrum branch, gated by the hidden states: what `mixture` joins to them."""
         spectrum = self.spectrum_linear(pairs) * torch.sigmoid(self.gate_linear(hidden))
-        spectrum = self.gelu(self.layer_norm(spectrum))
-        return self.mixture(torch.cat([hidden, spectrum], dim=-1))
+        return self.gelu(self.layer_norm(spectrum))
 
 
 class TaskModel(nn.Module):
