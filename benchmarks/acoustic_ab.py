@@ -1,10 +1,11 @@
-"""Acoustic Model window latency of several bundles, measured side by side (round robin, one thread).
+"""Acoustic Model window (or task graph) latency of several bundles, side by side (round robin, one thread).
 
-Made for trimmed-vs-untrimmed comparisons: every round runs one 300-frame window through each
-bundle's acoustic graph in turn, so drift in the machine's speed hits every bundle alike, and the
-ratios are to the first bundle.
+Made for trimmed-vs-untrimmed and recipe comparisons: every round runs one 300-frame window (or
+`--frames`) through each bundle's graph in turn, so drift in the machine's speed hits every bundle
+alike, and the ratios are to the first bundle. Times are process CPU time.
 
     python3 benchmarks/acoustic_ab.py untrimmed.hearedge trimmed.hearedge [--rounds 40] [--json out.json]
+    python3 benchmarks/acoustic_ab.py old.hearedge new.hearedge --graph task --frames 50
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--frames", type=int, help="window length in acoustic frames (default: the bundle's 300)")
+    parser.add_argument("--graph", choices=["acoustic", "task"], default="acoustic",
+                        help="the acoustic window graph (default) or the task graph (its inputs packed as classify does)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     manifests = [read_manifest(b) for b in args.bundles]
@@ -37,25 +40,32 @@ def main(argv=None) -> int:
     for bundle, manifest in zip(args.bundles, manifests):
         frames = args.frames or manifest.window_frames
         log_mel = rng.standard_normal((manifest.frontend.num_mel_bins, 2 * frames)).astype(np.float32)
+        acoustic = rng.standard_normal((frames, manifest.acoustic_hidden_size)).astype(np.float32)
+        log_power = rng.standard_normal((manifest.frontend.n_fft // 2 + 1, 2 * frames)).astype(np.float32)
         for variant in variants:
             fmt, precision = variant.split("/")
             # The engine feeds each graph as it takes a length: free (exact frames) or a padded bucket.
             engine = InferenceEngine(bundle, manifest, fmt, precision, args.threads)
-            engine.encode_window(log_mel, 0, frames)  # warm-up
-            sessions[(bundle, variant)] = (engine, log_mel, frames, [])
+            if args.graph == "task":
+                call = (lambda engine: lambda: engine.task(acoustic, log_power))(engine)
+            else:
+                call = (lambda engine: lambda: engine.encode_window(log_mel, 0, frames))(engine)
+            call()  # warm-up
+            sessions[(bundle, variant)] = (call, [])
     for _ in range(args.rounds):
-        for engine, log_mel, frames, times in sessions.values():
-            started = time.perf_counter()
-            engine.encode_window(log_mel, 0, frames)
-            times.append(time.perf_counter() - started)
-    report = {"rounds": args.rounds, "threads": args.threads, "rows": []}
-    for (bundle, variant), (_, _, _, times) in sessions.items():
-        base = np.median(sessions[(args.bundles[0], variant)][3])
+        for call, times in sessions.values():
+            started = time.process_time()
+            call()
+            times.append(time.process_time() - started)
+    report = {"graph": args.graph, "frames": args.frames, "rounds": args.rounds, "threads": args.threads,
+              "timer": "process CPU time", "rows": []}
+    for (bundle, variant), (_, times) in sessions.items():
+        base = np.median(sessions[(args.bundles[0], variant)][1])
         report["rows"].append({"bundle": Path(bundle).name, "variant": variant,
                                "median_ms": 1000 * float(np.median(times)),
                                "p90_ms": 1000 * float(np.percentile(times, 90)),
                                "speedup_vs_first": float(base / np.median(times))})
-    print("| bundle | graph | window median ms | p90 ms | speed-up vs first |")
+    print(f"| bundle | graph | {args.graph} median ms | p90 ms | speed-up vs first |")
     print("|---|---|---|---|---|")
     for row in report["rows"]:
         print(f"| {row['bundle']} | {row['variant']} | {row['median_ms']:.1f} | {row['p90_ms']:.1f} | "

@@ -108,7 +108,8 @@ def test_bench_quick_command_on_the_shipped_bundle(tmp_path):
     assert (out / "bench.md").read_text().startswith("| row | parity |")
 
 
-def test_acoustic_side_by_side_bench_reports_ratios(tiny_bundle, tmp_path):
+@pytest.mark.parametrize("graph", ["acoustic", "task"])
+def test_acoustic_side_by_side_bench_reports_ratios(tiny_bundle, tmp_path, graph):
     import importlib.util
 
     from conftest import REPO_ROOT
@@ -119,9 +120,11 @@ def test_acoustic_side_by_side_bench_reports_ratios(tiny_bundle, tmp_path):
     copy = tmp_path / "copy.hearedge"
     shutil.copytree(tiny_bundle, copy)
     out = tmp_path / "ab.json"
-    assert module.main([str(tiny_bundle), str(copy), "--variant", "onnx/fp32", "--rounds", "3",
-                        "--json", str(out)]) == 0
-    rows = json.loads(out.read_text())["rows"]
+    assert module.main([str(tiny_bundle), str(copy), "--variant", "onnx/fp32", "--rounds", "3", "--graph", graph,
+                        "--frames", "50", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert (report["graph"], report["frames"]) == (graph, 50)
+    rows = report["rows"]
     assert [(r["bundle"], r["variant"]) for r in rows] == [("tiny.hearedge", "onnx/fp32"),
                                                             ("copy.hearedge", "onnx/fp32")]
     assert rows[0]["speedup_vs_first"] == 1.0 and all(r["median_ms"] > 0 for r in rows)
