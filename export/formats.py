@@ -158,7 +158,7 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, attention=ONNX_INT8_ATTENTIO
         # matmul over [hidden, spectrum] into one per input (TaskGraph._mix), each quantised on its own
         # scale. Joined, one scale for both doubled the default model's mean logit error (0.020 -> 0.043);
         # split, 0.0196 -> 0.0204 on its held-out voices and 0.0207 -> 0.0230 on natural ones, the task
-        # graph 0.79x the time at 50 frames (benchmarks/README.md, stop 29).
+        # graph int8 0.75-0.87x the time at 50 frames (benchmarks/README.md, stop 29).
         recipe = dict(ONNX_INT8_RECIPE, weight_type=getattr(QuantType, ONNX_INT8_RECIPE["weight_type"]))
         quantize_dynamic(str(prepared), str(int8_path), **recipe)
     _integer_attention(int8_path, attention)
