@@ -126,10 +126,15 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform ==
 LAUNCHER = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
 TINY_SHIPPED = REPO_ROOT / "tests" / "data" / "tiny-golden.hearedge"
 # 600 s of 16 kHz mono held at once would be 38.4 MB as float32 (76.8 MB as float64), 34.6 MB more
-# than 60 s; a file read, resampled and classified segment by segment costs the same at any length
+# than 60 s; a file read, resampled and classified segment by segment costs about the same at any length
 # (measured: 60 s and 600 s peak within 10 MB of each other, allocator noise). A margin of 24 MB
 # tolerates that noise and still fails if the whole file, or any whole-clip float32 array, is resident.
 MEMORY_MARGIN_BYTES = 24 << 20
+# The noise is one-sided: heap fragmentation only adds. Python 3.13, numpy 2.5 (stop 29), six fresh
+# processes each: 60 s 181-198 MiB, 600 s 189-204 MiB, so single runs came within 2 MiB of the margin
+# and once over it. Each length's peak is the least of PROBE_RUNS processes: the footprint without the
+# fragmentation tail, which a resident whole clip would still exceed by its 38 MB.
+PROBE_RUNS = 3
 
 
 def test_peak_rss_stays_flat_with_clip_length(tmp_path):
@@ -138,10 +143,13 @@ def test_peak_rss_stays_flat_with_clip_length(tmp_path):
     for seconds in (60, 600):
         path = tmp_path / f"{seconds}.wav"
         soundfile.write(path, (0.1 * rng.standard_normal(seconds * 16000)).astype(np.float32), 16000)
-        result = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, sys.executable, "-c", MEMORY_PROBE,
-                                 str(TINY_SHIPPED), str(path)], capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr
-        peaks[seconds] = int(result.stdout.strip())
+        runs = []
+        for _ in range(PROBE_RUNS):
+            result = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, sys.executable, "-c", MEMORY_PROBE,
+                                     str(TINY_SHIPPED), str(path)], capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0, result.stderr
+            runs.append(int(result.stdout.strip()))
+        peaks[seconds] = min(runs)
     assert peaks[600] < peaks[60] + MEMORY_MARGIN_BYTES, {s: f"{p / 2 ** 20:.1f} MiB" for s, p in peaks.items()}
 
 
