@@ -126,14 +126,13 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform ==
 LAUNCHER = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
 TINY_SHIPPED = REPO_ROOT / "tests" / "data" / "tiny-golden.hearedge"
 # 600 s of 16 kHz mono held at once would be 38.4 MB as float32 (76.8 MB as float64), 34.6 MB more
-# than 60 s; a file read, resampled and classified segment by segment costs about the same at any length
-# (measured: 60 s and 600 s peak within 10 MB of each other, allocator noise). A margin of 24 MB
-# tolerates that noise and still fails if the whole file, or any whole-clip float32 array, is resident.
+# than 60 s; a file read, resampled and classified segment by segment costs about the same at any
+# length, plus a slowly growing tail of heap fragmentation (Python 3.13, numpy 2.5, stop 29, six fresh
+# processes each: 60 s 181-198 MiB, 600 s 189-204 MiB; 1200 s about 203). A margin of 24 MB tolerates
+# that and still fails if the whole file, or any whole-clip float32 array, is resident.
 MEMORY_MARGIN_BYTES = 24 << 20
-# The noise is one-sided: heap fragmentation only adds. Python 3.13, numpy 2.5 (stop 29), six fresh
-# processes each: 60 s 181-198 MiB, 600 s 189-204 MiB, so single runs came within 2 MiB of the margin
-# and once over it. Each length's peak is the least of PROBE_RUNS processes: the footprint without the
-# fragmentation tail, which a resident whole clip would still exceed by its 38 MB.
+# The tail only adds, and single runs came within 2 MiB of the margin and once over it: each length's
+# peak is the least of PROBE_RUNS processes.
 PROBE_RUNS = 3
 
 
