@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +47,8 @@ def main(argv=None) -> int:
             fmt, precision = variant.split("/")
             # The engine feeds each graph as it takes a length: free (exact frames) or a padded bucket.
             engine = InferenceEngine(bundle, manifest, fmt, precision, args.threads)
-            if args.graph == "task":
-                call = (lambda engine: lambda: engine.task(acoustic, log_power))(engine)
-            else:
-                call = (lambda engine: lambda: engine.encode_window(log_mel, 0, frames))(engine)
+            call = (partial(engine.task, acoustic, log_power) if args.graph == "task"
+                    else partial(engine.encode_window, log_mel, 0, frames))
             call()  # warm-up
             sessions[(bundle, variant)] = (call, [])
     for _ in range(args.rounds):
