@@ -98,9 +98,16 @@ def test_block_wise_in_place_frontend_equals_the_plain_formula(samples):
     assert log_mel.dtype == np.float32 and log_power.dtype == np.float32
     np.testing.assert_allclose(log_mel, plain_mel, rtol=0, atol=1e-5)
     np.testing.assert_allclose(log_power, plain_power, rtol=0, atol=1e-5)
-    spectra = frontend.spectra(np.pad(mono, 512, mode="reflect"), 0, log_mel.shape[0])
-    for from_spectra, blocked in zip(frontend.log_features_from_spectra(spectra), (log_mel, log_power)):
-        np.testing.assert_array_equal(from_spectra, blocked)  # the stream's path: the same numbers
+    # The stream's path: each block's spectra written by the caller (here a frame at a time), the same numbers.
+    padded = np.pad(mono, 512, mode="reflect")
+
+    def frame_by_frame(first, count, out):
+        for row in range(count):
+            out[row] = frontend.spectra(padded, first + row, 1)[0]
+
+    for from_blocks, blocked in zip(frontend.log_features_of_blocks(log_mel.shape[0], frame_by_frame),
+                                    (log_mel, log_power)):
+        np.testing.assert_array_equal(from_blocks, blocked)
 
 
 @pytest.mark.parametrize("n_fft, window_samples", [(1024, 400), (256, 256)])  # 256: 14 bands cover no bin

@@ -145,7 +145,7 @@ class ClassificationStream:
         self._offset = 0                                     # from this absolute sample on
         self._received = 0
         # Spectra of the raw samples, one row per frame: absolute frame f in row f - _spectra_base,
-        # rows from _live_frame - _spectra_base on still needed (one slice copy per result).
+        # rows from _live_frame - _spectra_base on still needed (read a block at a time per result).
         bins = self._frontend.params.n_fft // 2 + 1
         self._spectra = np.empty((self.context_samples // _HOP + 4 + _SPARE_FRAMES, bins), dtype=np.complex128)
         self._next_frame = 2        # frames 0 and 1 reach before the stream's start
@@ -264,24 +264,31 @@ class ClassificationStream:
         started = time.perf_counter()
         frontend = self._frontend
         audio = self._buffer[start - self._offset:end - self._offset]
-        num_frames = frontend.num_frames(len(audio))
         # Frames whose window lies inside [start, end) come from the cache; the edges are computed
         # from the reflect-padded window, as the reference pads a clip.
         first_inner = -(-_HALF_WINDOW // _HOP)
-        last_inner = (len(audio) - _HALF_WINDOW) // _HOP
+        inner_stop = max(first_inner, (len(audio) - _HALF_WINDOW) // _HOP + 1)
+        if start % _HOP:  # a flushed tail can start between cached frames
+            inner_stop = first_inner
+        row = start // _HOP - self._spectra_base
         padded = np.pad(audio, frontend.params.n_fft // 2, mode="reflect")
-        spectra = np.empty((num_frames, frontend.params.n_fft // 2 + 1), dtype=np.complex128)
-        if start % _HOP == 0:  # a flushed tail can start between cached frames
-            inner = slice(first_inner, max(first_inner, last_inner + 1))
-            row = start // _HOP - self._spectra_base
-            spectra[inner] = self._spectra[row + inner.start:row + inner.stop]
-            computed = [(0, first_inner), (inner.stop, num_frames)]
-        else:
-            computed = [(0, num_frames)]
-        for first, stop in computed:
-            spectra[first:stop] = frontend.spectra(padded, first, stop - first)
-        spectra -= audio.mean() * frontend.window_spectrum
-        features = frontend.features_from_log(*frontend.log_features_from_spectra(spectra))
+        dc = audio.mean() * frontend.window_spectrum
+
+        def block_spectra(first: int, count: int, out: np.ndarray) -> None:
+            # A block at a time, as `classify` makes its features, not the window's spectra at once.
+            stop = first + count
+            cached = (max(first, first_inner), min(stop, inner_stop))
+            if cached[0] < cached[1]:
+                np.subtract(self._spectra[row + cached[0]:row + cached[1]], dc,
+                            out=out[cached[0] - first:cached[1] - first])
+            for low, high in ((first, min(stop, first_inner)), (max(first, inner_stop), stop)):
+                if low < high:
+                    edge = out[low - first:high - first]
+                    edge[...] = frontend.spectra(padded, low, high - low)
+                    edge -= dc
+
+        features = frontend.features_from_log(*frontend.log_features_of_blocks(frontend.num_frames(len(audio)),
+                                                                               block_spectra))
         frontend_ms = 1000 * (time.perf_counter() - started)
         outputs = self.model.engine.run(*features)
         result = build_result(outputs, self.model.labels, start / SAMPLE_RATE_HZ, end / SAMPLE_RATE_HZ, self._keep,

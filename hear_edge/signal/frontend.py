@@ -121,35 +121,40 @@ class LogMelFrontend:
 
     def spectra(self, padded: np.ndarray, first_frame: int, num_frames: int) -> np.ndarray:
         """Complex spectra (num_frames, n_fft // 2 + 1) of frames of an already reflect-padded signal."""
-        # Only the window's 400 samples are non-zero inside the 1024-sample frame; moving them to the
-        # frame's start changes the FFT's phase, not its power.
+        return self.window_spectra(padded, self.frame_start(first_frame), num_frames)
+
+    def frame_start(self, frame: int) -> int:
+        """Where frame `frame`'s window starts in the reflect-padded signal. Only the window's 400 samples
+        are non-zero inside the 1024-sample frame; moving them to the frame's start changes the FFT's
+        phase, not its power."""
         p = self.params
-        return self.window_spectra(padded, first_frame * p.hop_samples + (p.n_fft - p.window_samples) // 2,
-                                   num_frames)
+        return frame * p.hop_samples + (p.n_fft - p.window_samples) // 2
 
     def window_spectra(self, signal: np.ndarray, first_sample: int, num_frames: int) -> np.ndarray:
         """Spectra of `num_frames` windows of `signal`, the first starting at `first_sample`, one hop apart."""
-        p = self.params
-        frames = np.lib.stride_tricks.as_strided(
-            signal[first_sample:], shape=(num_frames, p.window_samples),
-            strides=(p.hop_samples * signal.strides[0], signal.strides[0]), writeable=False)
-        return np.fft.rfft(frames * self.window, n=p.n_fft, axis=-1)
+        return _FrameFft(self, num_frames)(signal, first_sample, num_frames)
 
-    def log_features_from_spectra(self, spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Complex spectra (frames, bins) -> float32 (log mel (frames, mels), log power (frames, bins)).
+    def log_features_of_blocks(self, num_frames: int, block_spectra) -> tuple[np.ndarray, np.ndarray]:
+        """Float32 (log mel (frames, mels), log power (frames, bins)) of `num_frames` frames whose complex
+        spectra `block_spectra(first, count, out)` writes into `out` ((count, bins) complex128),
+        _BLOCK_FRAMES frames at a time into one reused buffer: no whole-clip complex or float64 array.
         The power and the mel sums stay float64; only the logs, whose rounding is 6e-8 relative, are float32.
-        In the blocks `log_features` uses: a matrix product's sums may depend on its shape, so a frame
-        goes through the same products on both paths and a stream's window equals its clip bit for bit."""
-        frames, bins = spectra.shape
-        log_mel = np.empty((frames, self.params.num_mel_bins), np.float32)
-        log_power = np.empty((frames, bins), np.float32)
-        for first in range(0, frames, _BLOCK_FRAMES):
-            block = slice(first, first + _BLOCK_FRAMES)
-            self._log_features_into(spectra[block], log_mel[block], log_power[block])
+        Every path that makes features (a clip's, a stream window's) goes through these blocks: a matrix
+        product's sums may depend on its shape, so a frame goes through the same products on every path and
+        a stream's window equals its clip bit for bit."""
+        p = self.params
+        log_mel = np.empty((num_frames, p.num_mel_bins), np.float32)
+        log_power = np.empty((num_frames, p.n_fft // 2 + 1), np.float32)
+        spectra = np.empty((min(_BLOCK_FRAMES, num_frames), p.n_fft // 2 + 1), np.complex128)
+        for first in range(0, num_frames, _BLOCK_FRAMES):
+            count = min(_BLOCK_FRAMES, num_frames - first)
+            block = spectra[:count]
+            block_spectra(first, count, block)
+            self._log_features_into(block, log_mel[first:first + count], log_power[first:first + count])
         return log_mel, log_power
 
     def _log_features_into(self, spectra: np.ndarray, log_mel: np.ndarray, log_power: np.ndarray) -> None:
-        """`log_features_from_spectra` written into the given float32 arrays, with two float64
+        """One block of `log_features_of_blocks`, written into the given float32 arrays, with two float64
         temporaries (the power, bins first, and the mel sums) instead of seven."""
         offset = self.params.log_offset
         power = np.square(spectra.real)
@@ -166,17 +171,12 @@ class LogMelFrontend:
 
     def log_features(self, mono: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unnormalised float32 (log_mel (frames, mels), log_power (frames, bins)) of a mono float64
-        signal, computed block by block so that no whole-clip complex or float64 array exists."""
-        p = self.params
-        padded = np.pad(mono, p.n_fft // 2, mode="reflect")
+        signal, computed block by block (`log_features_of_blocks`)."""
+        padded = np.pad(mono, self.params.n_fft // 2, mode="reflect")
         frames = self.num_frames(mono.shape[0])
-        log_mel = np.empty((frames, p.num_mel_bins), np.float32)
-        log_power = np.empty((frames, p.n_fft // 2 + 1), np.float32)
-        for first in range(0, frames, _BLOCK_FRAMES):
-            count = min(_BLOCK_FRAMES, frames - first)
-            self._log_features_into(self.spectra(padded, first, count), log_mel[first:first + count],
-                                    log_power[first:first + count])
-        return log_mel, log_power
+        fft = _FrameFft(self, min(_BLOCK_FRAMES, frames))
+        return self.log_features_of_blocks(
+            frames, lambda first, count, out: fft(padded, self.frame_start(first), count, out))
 
     def normalize(self, log_spectrum: np.ndarray) -> np.ndarray:
         """Zero mean, unit (biased) std over every frame and bin; statistics accumulated in float64."""
@@ -194,6 +194,33 @@ class LogMelFrontend:
                 f"({1000 * self.min_samples / self.params.sample_rate_hz:.1f} ms at "
                 f"{self.params.sample_rate_hz} Hz). Pad the clip or pass a longer one.")
         return self.features_from_log(*self.log_features(mono))
+
+
+# numpy 2 writes an FFT into a given array; numpy 1 returns a new one.
+_RFFT_TAKES_OUT = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
+
+
+class _FrameFft:
+    """Spectra of Hann-windowed frames through one zero-padded (frames, n_fft) buffer, reused call after
+    call: rfft(x, n=n_fft) would pad each call's frames into a new array (6 % of a 1 s clip's frontend)."""
+
+    def __init__(self, frontend: LogMelFrontend, max_frames: int):
+        self.params, self.window = frontend.params, frontend.window
+        self.padded = np.zeros((max_frames, frontend.params.n_fft))
+
+    def __call__(self, signal: np.ndarray, first_sample: int, num_frames: int, out: np.ndarray | None = None):
+        p = self.params
+        frames = np.lib.stride_tricks.as_strided(
+            signal[first_sample:], shape=(num_frames, p.window_samples),
+            strides=(p.hop_samples * signal.strides[0], signal.strides[0]), writeable=False)
+        padded = self.padded[:num_frames]
+        np.multiply(frames, self.window, out=padded[:, :p.window_samples])
+        if out is None:
+            return np.fft.rfft(padded, axis=-1)
+        if _RFFT_TAKES_OUT:
+            return np.fft.rfft(padded, axis=-1, out=out)
+        out[...] = np.fft.rfft(padded, axis=-1)
+        return out
 
 
 def downmix(waveform: np.ndarray) -> np.ndarray:
