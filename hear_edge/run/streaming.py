@@ -241,7 +241,7 @@ class ClassificationStream:
 
     def _cache_arrived_frames(self) -> None:
         """Cache the spectra of every frame whose 400 samples have all arrived, in one FFT call when a result
-        needs them rather than one a chunk: a keyword stream's 100 ms chunks, 0.30 -> 0.12 ms a result."""
+        needs them rather than one a chunk (a keyword stream fed 100 ms chunks: 0.30 -> 0.25 ms a result)."""
         last_frame = (self._received - _HALF_WINDOW) // _HOP
         if last_frame >= self._next_frame:
             first = self._next_frame * _HOP - _HALF_WINDOW - self._offset
