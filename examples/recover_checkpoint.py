@@ -70,6 +70,26 @@ def _scope(found: dict, pattern: str) -> np.ndarray:
     return found[matches[0]]
 
 
+def _put_folded_query(put, values: dict, nodes, found: dict, scope: str, key: str, acoustic, layer: int) -> None:
+    """Graphs from stop 31 on fold 1/sqrt(d) and query_bias1 into the query projection
+    (`MultiHeadSelfAttentionWithRelativePosition._blocked`): weight W s, bias (b + u) s, and the position
+    query adds (v - u) s. Only b + u and v - u
+    reach the outputs, so the checkpoint read back has u = 0: the same model, other key values."""
+    heads, size = acoustic.heads_in_layer(layer), acoustic.head_size
+    scale = 1 / np.sqrt(size)
+    projection = f"^{scope}self_attn/Gemm/"
+    put(f"{key}self_attn.linear_q.weight", _scope(found, projection).T / scale)
+    bias = [n for n in nodes if n.op_type == "Add" and re.search(projection, n.name) and n.input[1] in values]
+    offset = [n for n in nodes if n.op_type == "Add" and re.search(f"^{scope}self_attn/Add", n.name)
+              and n.input[1] in values and values[n.input[1]].shape == (heads, size)]
+    if len(bias) != 1 or len(offset) != 1:
+        raise SystemExit(f"{scope}: expected the folded query's bias and position offset, found "
+                         f"{[n.name for n in bias]} and {[n.name for n in offset]}")
+    put(f"{key}self_attn.linear_q.bias", values[bias[0].input[1]] / scale)
+    put(f"{key}self_attn.query_bias1", np.zeros((heads, size), np.float32))
+    put(f"{key}self_attn.query_bias2", values[offset[0].input[1]] / scale)
+
+
 def recover(bundle: Path) -> tuple[dict[str, torch.Tensor], HearConfig]:
     manifest = json.loads((bundle / "manifest.json").read_text())
     config = HearConfig.from_dict(manifest["provenance"]["config"])
@@ -100,8 +120,12 @@ def recover(bundle: Path) -> tuple[dict[str, torch.Tensor], HearConfig]:
     for layer in range(config.acoustic_model.num_transformer_layers):
         scope = f"(/contextual_encoder)?/layers.{layer}/"  # schema 1 graphs have the outer scope
         key = f"{prefix}contextual_encoder.layers.{layer}."
-        for linear in ("linear_q", "linear_k", "linear_v", "linear_out"):
+        for linear in ("linear_k", "linear_v", "linear_out"):
             put(f"{key}self_attn.{linear}.weight", _scope(found, f"^{scope}self_attn/{linear}/").T)
+        if f"{key}self_attn.query_bias1" in loaded:  # graphs before stop 31: linear_q and the biases by name
+            put(f"{key}self_attn.linear_q.weight", _scope(found, f"^{scope}self_attn/linear_q/").T)
+        else:
+            _put_folded_query(put, values, nodes, found, scope, key, config.acoustic_model, layer)
         for dense in ("intermediate_dense", "output_dense"):
             put(f"{key}ffn.{dense}.weight", _scope(found, f"^{scope}ffn/{dense}/").T)
         # Integer attention keeps each whole table as int8 with one scale, named after the Gather that reads it.
