@@ -138,6 +138,7 @@ _PROBS_SCALE = 1 / 255
 _SIGNED_LEVELS = 63
 _MOVES = ("Reshape", "Transpose")  # commute with per-tensor quantisation: run on the int8 tensor instead
 _PROBS_MOVES = ("Reshape", "Pad")  # the zero-padded unshift of the probabilities (zero stays zero)
+_ORT_DOMAIN = "com.microsoft"  # onnxruntime's contrib ops (MatMulIntegerToFloat: onnxruntime 1.5 on)
 
 
 def quantize_onnx(fp32_path: Path, int8_path: Path, attention=ONNX_INT8_ATTENTION) -> Path:
@@ -276,11 +277,20 @@ def _integer_attention(path: Path, products=ONNX_INT8_ATTENTION) -> None:
             del added[start:]
             continue
         p = node.name
-        added.extend([helper.make_node("MatMulInteger", [qa, qb, za, constant("attention_zero_s8", 0, np.int8)],
-                                       [p + "/int32"], name=p + "/MatMulInteger"),
-                      helper.make_node("Cast", [p + "/int32"], [p + "/float"], to=TensorProto.FLOAT, name=p + "/Cast"),
-                      helper.make_node("Mul", [sa, sb], [p + "/scale"], name=p + "/scale"),
-                      helper.make_node("Mul", [p + "/float", p + "/scale"], [node.output[0]], name=p + "/Scaled")])
+        zero_b = constant("attention_zero_s8", 0, np.int8)
+        if sa in weights and sb in weights:
+            # Both scales constant (probabilities against a table): onnxruntime would fold their product and
+            # then not fuse MatMulInteger, Cast and Mul, so the fused op is written out (window int8 2-3 %
+            # faster at 300 frames, outputs bit-identical).
+            added.append(helper.make_node("MatMulIntegerToFloat", [qa, qb, sa, sb, za, zero_b], [node.output[0]],
+                                          name=p + "/MatMulIntegerToFloat", domain=_ORT_DOMAIN))
+        else:
+            added.extend([helper.make_node("MatMulInteger", [qa, qb, za, zero_b], [p + "/int32"],
+                                           name=p + "/MatMulInteger"),
+                          helper.make_node("Cast", [p + "/int32"], [p + "/float"], to=TensorProto.FLOAT,
+                                           name=p + "/Cast"),
+                          helper.make_node("Mul", [sa, sb], [p + "/scale"], name=p + "/scale"),
+                          helper.make_node("Mul", [p + "/float", p + "/scale"], [node.output[0]], name=p + "/Scaled")])
         before[node.name] = added[start:]
         rewritten[node.name] = kind
     if not rewritten:
@@ -299,6 +309,8 @@ def _integer_attention(path: Path, products=ONNX_INT8_ATTENTION) -> None:
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(constants)
+    if any(n.domain == _ORT_DOMAIN for n in nodes) and not any(o.domain == _ORT_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(_ORT_DOMAIN, 1))
     used = {i for n in nodes for i in n.input}
     for initializer in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(initializer)
