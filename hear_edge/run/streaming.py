@@ -6,10 +6,10 @@ the context) and normalises over that window alone, exactly as `classify` normal
 stream's result for a window equals `classify` of that window's audio, whatever the chunk sizes.
 
 Work is not repeated: each STFT frame is computed once from the raw samples, when the first result
-that needs it is due (a hop's new frames in one FFT call). A window's DC removal is applied to the
-cached spectra as a linear correction (X(x - m) = X(x) - m X(1)); only the few frames at a window's
-edges, where the reference reflects the signal, are computed per window. Each window's acoustic graph
-runs once, for its result.
+that needs it is due (a hop's new frames together, written straight into the cache). A window's DC
+removal is applied to the cached spectra as a linear correction (X(x - m) = X(x) - m X(1)); only the
+few frames at a window's edges, where the reference reflects the signal, are computed per window.
+Each window's acoustic graph runs once, for its result.
 """
 
 from __future__ import annotations
