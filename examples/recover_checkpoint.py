@@ -73,8 +73,8 @@ def _scope(found: dict, pattern: str) -> np.ndarray:
 def _put_folded_query(put, values: dict, nodes, found: dict, scope: str, key: str, acoustic, layer: int) -> None:
     """Graphs from stop 31 on fold 1/sqrt(d) and query_bias1 into the query projection
     (`MultiHeadSelfAttentionWithRelativePosition._blocked`): weight W s, bias (b + u) s, and the position
-    query adds (v - u) s. Only b + u and v - u
-    reach the outputs, so the checkpoint read back has u = 0: the same model, other key values."""
+    query adds (v - u) s. Only b + u and v - u reach the outputs, so the checkpoint read back has u = 0:
+    the same model, other key values."""
     heads, size = acoustic.heads_in_layer(layer), acoustic.head_size
     scale = 1 / np.sqrt(size)
     projection = f"^{scope}self_attn/Gemm/"
