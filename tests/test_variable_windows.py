@@ -62,12 +62,18 @@ def test_onnx_window_has_a_free_frame_axis_and_tflite_one_signature_per_bucket(t
 
 
 def test_int8_graphs_declare_only_the_opsets_they_use(tiny_bundle):
+    """onnxruntime 1.17 refuses a declared opset no node uses. Beside plain ONNX, the int8 window graph uses
+    one onnxruntime op (its fused MatMulIntegerToFloat, for the attention's products with a table), declared."""
     onnx = pytest.importorskip("onnx")
     for spec in read_manifest(tiny_bundle).graphs:
         if spec.format == "onnx":
             model = onnx.load(str(tiny_bundle / spec.file))
-            assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}, spec.file
-            assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}, spec.file
+            used = {n.domain or "" for n in model.graph.node}
+            declared = {o.domain or "" for o in model.opset_import}
+            assert declared - {"ai.onnx"} == used - {"ai.onnx"} | {""}, spec.file
+            assert {n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx")} \
+                <= ({"MatMulIntegerToFloat"} if spec.role == "acoustic_window" and spec.precision == "int8" else set()), \
+                spec.file
 
 
 def test_int8_weights_are_signed_and_the_conv_stays_float(tiny_bundle):
