@@ -121,7 +121,7 @@ class LogMelFrontend:
 
     def spectra(self, padded: np.ndarray, first_frame: int, num_frames: int) -> np.ndarray:
         """Complex spectra (num_frames, n_fft // 2 + 1) of frames of an already reflect-padded signal."""
-        return self.window_spectra(padded, self.frame_start(first_frame), num_frames)
+        return self.frame_fft(num_frames)(padded, self.frame_start(first_frame), num_frames)
 
     def padded_range(self, signal: np.ndarray, first: int, stop: int) -> np.ndarray:
         """Samples [first, stop) of `signal` reflect-padded by n_fft // 2 on each side, as `log_features` pads a
@@ -138,13 +138,9 @@ class LogMelFrontend:
         p = self.params
         return frame * p.hop_samples + (p.n_fft - p.window_samples) // 2
 
-    def window_spectra(self, signal: np.ndarray, first_sample: int, num_frames: int) -> np.ndarray:
-        """Spectra of `num_frames` windows of `signal`, the first starting at `first_sample`, one hop apart."""
-        return _FrameFft(self, num_frames)(signal, first_sample, num_frames)
-
     def frame_fft(self, max_frames: int = _BLOCK_FRAMES) -> _FrameFft:
-        """A reusable `window_spectra` for up to `max_frames` frames a call, which writes into a given array:
-        `fft(signal, first_sample, num_frames, out)`."""
+        """Spectra of Hann-windowed frames one hop apart, up to `max_frames` a call, through one reused buffer:
+        `fft(signal, first_sample, num_frames, out=None)`, `first_sample` where the first window starts."""
         return _FrameFft(self, max_frames)
 
     def log_features_of_blocks(self, num_frames: int, block_spectra) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +183,7 @@ class LogMelFrontend:
         signal, computed block by block (`log_features_of_blocks`)."""
         padded = np.pad(mono, self.params.n_fft // 2, mode="reflect")
         frames = self.num_frames(mono.shape[0])
-        fft = _FrameFft(self, min(_BLOCK_FRAMES, frames))
+        fft = self.frame_fft(min(_BLOCK_FRAMES, frames))
         return self.log_features_of_blocks(
             frames, lambda first, count, out: fft(padded, self.frame_start(first), count, out))
 
